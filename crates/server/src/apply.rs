@@ -1,0 +1,260 @@
+//! The apply loop: the only place state changes. Committed raft entries are applied in log order
+//! to the MVCC store and the lessor, one redb write transaction per batch of entries, with the
+//! applied raft index stored in the same transaction so a restart neither skips nor repeats one.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use oxcd_api::etcdserverpb::{
+    CompactionResponse, InternalRaftRequest, LeaseGrantResponse, LeaseRevokeResponse,
+    ResponseHeader,
+};
+use oxcd_api::mvccpb::event::EventType;
+use prost::Message as _;
+use raft::eraftpb::{Entry, EntryType};
+use tokio::sync::watch;
+
+use crate::error::{EtcdError, Result};
+use crate::lease::Lessor;
+use crate::mvcc::{MvccStore, WatchHub, WriteBatch};
+use crate::raft::node::{NodeMsg, NodeStatus};
+use crate::raft::storage::WalStorage;
+use crate::raft::waiters::Waiters;
+use crate::server::ApplyResponse;
+
+/// How long applied state may stay only in the WAL before redb is made durable too; the WAL
+/// already holds every entry, so this bounds replay work after a crash, not safety.
+const DURABLE_INTERVAL: Duration = Duration::from_millis(100);
+/// Entries kept in the WAL behind a compaction, for peers that fall a little behind.
+const CATCH_UP_ENTRIES: u64 = 5000;
+/// Upper bound of entries folded into one redb transaction.
+const MAX_BATCH_ENTRIES: usize = 8192;
+
+pub struct Applier {
+    pub store: Arc<MvccStore>,
+    pub lessor: Arc<Lessor>,
+    pub watch_hub: Arc<WatchHub>,
+    pub waiters: Arc<Waiters>,
+    pub status: Arc<NodeStatus>,
+    pub node_tx: Sender<NodeMsg>,
+    pub applied_tx: watch::Sender<u64>,
+    pub storage: WalStorage,
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub snapshot_count: u64,
+}
+
+struct Progress {
+    last_durable: Instant,
+    /// Applied entries committed to redb without fsync yet.
+    dirty: bool,
+    last_compacted: u64,
+}
+
+impl Applier {
+    pub fn run(self, rx: Receiver<Vec<Entry>>) {
+        let mut progress = Progress {
+            last_durable: Instant::now(),
+            dirty: false,
+            last_compacted: self.store.consistent_index(),
+        };
+        loop {
+            let mut entries = match rx.recv_timeout(DURABLE_INTERVAL) {
+                Ok(e) => e,
+                Err(RecvTimeoutError::Timeout) => {
+                    if progress.dirty {
+                        self.or_die(self.make_durable(&mut progress));
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    if progress.dirty {
+                        self.or_die(self.make_durable(&mut progress));
+                    }
+                    return;
+                }
+            };
+            while entries.len() < MAX_BATCH_ENTRIES {
+                match rx.try_recv() {
+                    Ok(more) => entries.extend(more),
+                    Err(_) => break,
+                }
+            }
+            let r = self.apply_entries(entries, &mut progress);
+            self.or_die(r);
+        }
+    }
+
+    /// A failed write to the backend leaves memory and disk out of step; stopping is the only
+    /// safe answer (the WAL replays on restart).
+    fn or_die(&self, r: Result<()>) {
+        if let Err(e) = r {
+            tracing::error!("failed to apply committed entries: {e}");
+            std::process::exit(1);
+        }
+    }
+
+    fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.status.term.load(Ordering::Acquire),
+        }
+    }
+
+    fn apply_entries(&self, entries: Vec<Entry>, progress: &mut Progress) -> Result<()> {
+        let already = self.store.consistent_index();
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let (last_index, last_term) = (last.index, last.term);
+        if last_index <= already {
+            // Replayed after a restart and already in redb.
+            self.publish_applied(last_index);
+            return Ok(());
+        }
+        let mut batch = self.store.write()?;
+        let mut replies = Vec::new();
+        for e in &entries {
+            if e.index <= already {
+                continue;
+            }
+            match e.get_entry_type() {
+                EntryType::EntryNormal => {
+                    if e.data.is_empty() {
+                        // The empty entry a new leader appends to commit its term.
+                        continue;
+                    }
+                    let req = match InternalRaftRequest::decode(&e.data[..]) {
+                        Ok(r) => r,
+                        Err(err) => {
+                            tracing::error!("skipping undecodable entry {}: {err}", e.index);
+                            continue;
+                        }
+                    };
+                    let id = req.header.as_ref().map(|h| h.id).unwrap_or(req.id);
+                    replies.push((id, self.apply_request(&mut batch, req)));
+                }
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    tracing::warn!("ignoring membership change at index {}", e.index);
+                }
+            }
+        }
+        batch.set_consistent_index(last_index, last_term);
+        let revision = batch.revision();
+        let durable = progress.last_durable.elapsed() >= DURABLE_INTERVAL;
+        let events = batch.commit(durable)?;
+        if durable {
+            self.after_durable(last_index, progress)?;
+        } else {
+            progress.dirty = true;
+        }
+        if !events.is_empty() {
+            self.watch_hub.notify(&events, revision);
+        }
+        for (id, reply) in replies {
+            self.waiters.complete(id, reply);
+        }
+        self.publish_applied(last_index);
+        Ok(())
+    }
+
+    fn publish_applied(&self, index: u64) {
+        self.applied_tx.send_replace(index);
+        let _ = self.node_tx.send(NodeMsg::Applied(index));
+    }
+
+    fn make_durable(&self, progress: &mut Progress) -> Result<()> {
+        let batch = self.store.write()?;
+        batch.commit(true)?;
+        self.after_durable(self.store.consistent_index(), progress)
+    }
+
+    /// Once redb holds `index` durably, the WAL before it is only needed by lagging peers.
+    fn after_durable(&self, index: u64, progress: &mut Progress) -> Result<()> {
+        progress.last_durable = Instant::now();
+        progress.dirty = false;
+        if index.saturating_sub(progress.last_compacted) > self.snapshot_count {
+            let to = index.saturating_sub(CATCH_UP_ENTRIES);
+            if to > progress.last_compacted {
+                self.storage
+                    .compact(to)
+                    .map_err(|e| EtcdError::Internal(format!("compacting raft log: {e:#}")))?;
+                tracing::info!("compacted raft logs up to index {to}");
+                progress.last_compacted = to;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the lessor's key -> lease map in step with the writes just made.
+    fn track_leases(&self, batch: &WriteBatch<'_>, from: usize) {
+        for ev in &batch.events()[from..] {
+            let Some(kv) = ev.kv.as_ref() else { continue };
+            if ev.r#type == EventType::Delete as i32 {
+                self.lessor.on_delete(&kv.key);
+            } else {
+                self.lessor.on_put(&kv.key, kv.lease);
+            }
+        }
+    }
+
+    fn apply_request(
+        &self,
+        batch: &mut WriteBatch<'_>,
+        req: InternalRaftRequest,
+    ) -> Result<ApplyResponse> {
+        let lessor = &self.lessor;
+        let lease_exists = |id: i64| lessor.exists(id);
+        let mark = batch.events().len();
+        if let Some(r) = req.put {
+            let mut resp = batch.put(&r, &lease_exists)?;
+            self.track_leases(batch, mark);
+            resp.header = Some(self.header(batch.revision()));
+            return Ok(ApplyResponse::Put(resp));
+        }
+        if let Some(r) = req.delete_range {
+            let mut resp = batch.delete_range(&r)?;
+            self.track_leases(batch, mark);
+            resp.header = Some(self.header(batch.revision()));
+            return Ok(ApplyResponse::DeleteRange(resp));
+        }
+        if let Some(r) = req.txn {
+            let mut resp = batch.txn(&r, &lease_exists)?;
+            self.track_leases(batch, mark);
+            resp.header = Some(self.header(batch.revision()));
+            return Ok(ApplyResponse::Txn(resp));
+        }
+        if let Some(r) = req.compaction {
+            batch.compact(r.revision)?;
+            return Ok(ApplyResponse::Compaction(CompactionResponse {
+                header: Some(self.header(batch.revision())),
+            }));
+        }
+        if let Some(r) = req.lease_grant {
+            let ttl = self.lessor.grant(r.id, r.ttl)?;
+            batch.put_lease(r.id, ttl)?;
+            return Ok(ApplyResponse::LeaseGrant(LeaseGrantResponse {
+                header: Some(self.header(batch.revision())),
+                id: r.id,
+                ttl,
+                error: String::new(),
+            }));
+        }
+        if let Some(r) = req.lease_revoke {
+            let keys = self.lessor.revoke(r.id)?;
+            batch.delete_keys(&keys)?;
+            self.track_leases(batch, mark);
+            batch.delete_lease(r.id)?;
+            return Ok(ApplyResponse::LeaseRevoke(LeaseRevokeResponse {
+                header: Some(self.header(batch.revision())),
+            }));
+        }
+        Err(EtcdError::Internal(
+            "etcdserver: unsupported request in raft entry".to_string(),
+        ))
+    }
+}

@@ -1,0 +1,104 @@
+//! Errors a client can see, with etcd's exact gRPC codes and texts.
+//!
+//! The texts are part of the wire contract: clients (etcdctl, clientv3, Kubernetes) match on them,
+//! so every variant renders exactly as etcd's `rpctypes` error of the same meaning.
+
+use tonic::{Code, Status};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EtcdError {
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRev,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExist,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error("etcdserver: not capable")]
+    NotCapable,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: unhealthy cluster")]
+    UnhealthyCluster,
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    /// A failure with no etcd counterpart (disk error, corrupt entry): reported as Unknown with
+    /// its own text, never silently dropped.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl EtcdError {
+    /// The gRPC status code etcd uses for this error.
+    pub fn code(&self) -> Code {
+        use EtcdError::*;
+        match self {
+            EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
+            | RequestTooLarge => Code::InvalidArgument,
+            Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
+            NoSpace => Code::ResourceExhausted,
+            LeaseNotFound | MemberNotFound => Code::NotFound,
+            LeaseExist | NotLeader | AuthNotEnabled => Code::FailedPrecondition,
+            NoLeader | Timeout | Stopped | NotCapable | UnhealthyCluster => Code::Unavailable,
+            Internal(_) => Code::Unknown,
+        }
+    }
+}
+
+impl From<EtcdError> for Status {
+    fn from(e: EtcdError) -> Status {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+impl From<redb::Error> for EtcdError {
+    fn from(e: redb::Error) -> Self {
+        EtcdError::Internal(format!("backend: {e}"))
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for EtcdError {
+            fn from(e: $t) -> Self {
+                EtcdError::Internal(format!("backend: {e}"))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::DatabaseError
+);
+
+pub type Result<T, E = EtcdError> = std::result::Result<T, E>;

@@ -1,0 +1,123 @@
+//! The Maintenance service: status, hashes and alarms of this member.
+
+use std::sync::Arc;
+
+use oxcd_api::etcdserverpb::alarm_request::AlarmAction;
+use oxcd_api::etcdserverpb::maintenance_server::Maintenance;
+use oxcd_api::etcdserverpb::{
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
+    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
+    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::server::EtcdServer;
+
+pub struct MaintenanceService {
+    server: Arc<EtcdServer>,
+}
+
+impl MaintenanceService {
+    pub fn new(server: Arc<EtcdServer>) -> Self {
+        MaintenanceService { server }
+    }
+}
+
+type SnapshotStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        let r = req.into_inner();
+        match AlarmAction::try_from(r.action) {
+            // No alarm is ever raised by this build, so listing and disarming find none.
+            Ok(AlarmAction::Get) | Ok(AlarmAction::Deactivate) => {
+                Ok(Response::new(AlarmResponse {
+                    header: Some(self.server.header()),
+                    alarms: vec![],
+                }))
+            }
+            _ => Err(Status::unimplemented(
+                "oxcd: raising alarms is not supported by this build yet",
+            )),
+        }
+    }
+
+    async fn status(
+        &self,
+        _req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let s = &self.server;
+        Ok(Response::new(StatusResponse {
+            header: Some(s.header()),
+            version: crate::ETCD_VERSION.to_string(),
+            db_size: s.store.db_size() as i64,
+            leader: s.raft.leader(),
+            raft_index: s.raft.commit_index(),
+            raft_term: s.raft.term(),
+            raft_applied_index: s.raft.applied_index(),
+            errors: vec![],
+            db_size_in_use: s.store.db_size_in_use() as i64,
+            is_learner: false,
+            ..Default::default()
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _req: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        Err(Status::unimplemented(
+            "oxcd: defragment is not supported by this build yet",
+        ))
+    }
+
+    async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        let (hash, _) = self.server.store.hash_kv(0)?;
+        Ok(Response::new(HashResponse {
+            header: Some(self.server.header()),
+            hash,
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        req: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let rev = req.into_inner().revision;
+        let header = self.server.header();
+        let (hash, compact_revision) = self.server.store.hash_kv(rev)?;
+        Ok(Response::new(HashKvResponse {
+            hash_revision: if rev == 0 { header.revision } else { rev },
+            header: Some(header),
+            hash,
+            compact_revision,
+        }))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        _req: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(Status::unimplemented(
+            "oxcd: snapshot is not supported by this build yet",
+        ))
+    }
+
+    async fn move_leader(
+        &self,
+        _req: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        Err(Status::unimplemented("oxcd: move-leader needs peers"))
+    }
+
+    async fn downgrade(
+        &self,
+        _req: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
+        Err(Status::unimplemented("oxcd: downgrade is not supported"))
+    }
+}

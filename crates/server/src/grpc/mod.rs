@@ -1,0 +1,56 @@
+//! gRPC services, one file each, and the router that serves them all on a client listener.
+
+pub mod auth;
+pub mod cluster;
+pub mod kv;
+pub mod lease;
+pub mod maintenance;
+pub mod watch;
+
+use std::sync::Arc;
+
+use oxcd_api::etcdserverpb::{
+    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+
+use crate::server::EtcdServer;
+
+/// gRPC framing and fields add to the raft entry; etcd lets requests this much over
+/// --max-request-bytes through the transport so its own check can answer with its own error.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Every gRPC service of the v3 API, as one axum router.
+pub fn router(server: Arc<EtcdServer>) -> axum::Router {
+    let max_recv = server.cfg.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
+    let max_send = usize::MAX;
+    let mut b = tonic::service::Routes::builder();
+    b.add_service(
+        KvServer::new(kv::KvService::new(server.clone()))
+            .max_decoding_message_size(max_recv)
+            .max_encoding_message_size(max_send),
+    );
+    b.add_service(
+        WatchServer::new(watch::WatchService::new(server.clone()))
+            .max_decoding_message_size(max_recv)
+            .max_encoding_message_size(max_send),
+    );
+    b.add_service(
+        LeaseServer::new(lease::LeaseService::new(server.clone()))
+            .max_decoding_message_size(max_recv)
+            .max_encoding_message_size(max_send),
+    );
+    b.add_service(
+        ClusterServer::new(cluster::ClusterService::new(server.clone()))
+            .max_decoding_message_size(max_recv),
+    );
+    b.add_service(
+        MaintenanceServer::new(maintenance::MaintenanceService::new(server.clone()))
+            .max_decoding_message_size(max_recv)
+            .max_encoding_message_size(max_send),
+    );
+    b.add_service(
+        AuthServer::new(auth::AuthService::new(server)).max_decoding_message_size(max_recv),
+    );
+    b.routes().into_axum_router()
+}

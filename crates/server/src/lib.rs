@@ -1,0 +1,21 @@
+//! oxcd: one member of an etcd v3 compatible cluster.
+//!
+//! Request flow: gRPC service (`grpc`) validates -> `server::EtcdServer::propose` -> raft node
+//! (`raft`) -> committed entries -> `apply` -> `mvcc` / `lease` -> waiter woken, watchers notified.
+
+pub mod apply;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod lease;
+pub mod membership;
+pub mod mvcc;
+pub mod raft;
+pub mod server;
+
+/// The etcd server version this build speaks for: version-gated clients read it from Status and
+/// /version to decide which features they may use.
+pub const ETCD_VERSION: &str = "3.5.17";
+/// The etcd cluster version (major.minor) implemented.
+pub const ETCD_CLUSTER_VERSION: &str = "3.5.0";

@@ -1,0 +1,103 @@
+//! `oxcd`: starts one member with etcd's flags.
+
+use clap::Parser;
+use oxcd_server::config::{Config, Flags};
+use oxcd_server::server::EtcdServer;
+
+fn init_logging(cfg: &Config) {
+    let level = match cfg.log_level.as_str() {
+        "debug" => "debug",
+        "info" => "info",
+        "warn" => "warn",
+        _ => "error",
+    };
+    // raft-rs is chatty at info about every vote; keep it at warn unless debugging.
+    let filter = if level == "debug" {
+        "debug".to_string()
+    } else {
+        format!("{level},raft=warn")
+    };
+    let builder = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_target(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter));
+    if cfg.log_outputs.iter().any(|o| o == "stdout") {
+        builder.with_writer(std::io::stdout).init();
+    } else {
+        builder.with_writer(std::io::stderr).init();
+    }
+}
+
+fn main() {
+    let flags = Flags::parse();
+    if flags.version {
+        println!("oxcd Version: {}", env!("CARGO_PKG_VERSION"));
+        println!("etcd API Version: {}", oxcd_server::ETCD_VERSION);
+        println!(
+            "Rust Version: {}",
+            option_env!("RUSTC_VERSION").unwrap_or("stable")
+        );
+        println!(
+            "OS/Arch: {}/{}",
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        );
+        return;
+    }
+    let cfg = match Config::from_flags(flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("oxcd: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    init_logging(&cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = rt.block_on(run(cfg)) {
+        tracing::error!("{e:#}");
+        eprintln!("oxcd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    tracing::info!(
+        name = %cfg.name,
+        data_dir = %cfg.data_dir.display(),
+        "starting an etcd server"
+    );
+    let mut listeners = Vec::new();
+    for url in &cfg.listen_client_urls {
+        listeners.push(oxcd_server::http::bind(url).await?);
+    }
+    let urls = cfg.listen_client_urls.clone();
+    let server = tokio::task::spawn_blocking(move || EtcdServer::start(cfg)).await??;
+    oxcd_server::lease::spawn_expiry_loop(server.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    for (listener, url) in listeners.into_iter().zip(urls) {
+        tracing::info!(address = %url.raw, "serving client traffic insecurely; this is strongly discouraged!");
+        let server = server.clone();
+        tasks.spawn(async move { oxcd_server::http::serve(listener, server).await });
+    }
+    tracing::info!("ready to serve client requests");
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = sigterm.recv() => {}
+        r = tasks.join_next() => {
+            if let Some(Ok(Err(e))) = r {
+                anyhow::bail!("client listener failed: {e}");
+            }
+        }
+    }
+    tracing::info!("received signal; shutting down");
+    server.raft.stop();
+    // Give the apply loop a moment to make its last batch durable.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    Ok(())
+}

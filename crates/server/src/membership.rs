@@ -1,0 +1,122 @@
+//! Who is in the cluster: member IDs, names and URLs, and the cluster ID. Decided at bootstrap
+//! from `--initial-cluster` and kept in the backend, so a restart does not depend on flags.
+
+use anyhow::{bail, Context};
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::raft::ids;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    #[serde(default)]
+    pub is_learner: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub cluster_id: u64,
+    pub local_id: u64,
+    pub members: Vec<Member>,
+}
+
+pub const META_KEY: &str = "oxcd_cluster";
+
+impl ClusterInfo {
+    /// The cluster a fresh member bootstraps, exactly as etcd derives it from the same flags.
+    pub fn bootstrap(cfg: &Config) -> anyhow::Result<ClusterInfo> {
+        let mut members = Vec::new();
+        for (name, peer_urls) in &cfg.initial_cluster {
+            members.push(Member {
+                id: ids::member_id(peer_urls, &cfg.initial_cluster_token),
+                name: name.clone(),
+                peer_urls: peer_urls.clone(),
+                client_urls: Vec::new(),
+                is_learner: false,
+            });
+        }
+        let Some(local) = members.iter_mut().find(|m| m.name == cfg.name) else {
+            bail!(
+                "couldn't find local name {:?} in the initial cluster configuration",
+                cfg.name
+            );
+        };
+        let mut advertised = cfg.initial_advertise_peer_urls.clone();
+        advertised.sort();
+        let mut listed = local.peer_urls.clone();
+        listed.sort();
+        if advertised != listed {
+            bail!(
+                "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={} (failed to resolve urls)",
+                cfg.name,
+                local.peer_urls.join(","),
+                cfg.initial_advertise_peer_urls.join(",")
+            );
+        }
+        local.client_urls = cfg.advertise_client_urls.clone();
+        let local_id = local.id;
+        let member_ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+        let mut seen = member_ids.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen.len() != member_ids.len() {
+            bail!("--initial-cluster has duplicate peer URLs or names");
+        }
+        Ok(ClusterInfo {
+            cluster_id: ids::cluster_id(&member_ids),
+            local_id,
+            members,
+        })
+    }
+
+    pub fn decode(raw: &[u8]) -> anyhow::Result<ClusterInfo> {
+        serde_json::from_slice(raw).context("decoding stored cluster membership")
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("membership serializes")
+    }
+}
+
+/// The live membership, read by the Cluster service and the status endpoints.
+pub struct Membership {
+    info: RwLock<ClusterInfo>,
+}
+
+impl Membership {
+    pub fn new(info: ClusterInfo) -> Membership {
+        Membership {
+            info: RwLock::new(info),
+        }
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.info.read().cluster_id
+    }
+
+    pub fn local_id(&self) -> u64 {
+        self.info.read().local_id
+    }
+
+    pub fn members(&self) -> Vec<Member> {
+        self.info.read().members.clone()
+    }
+
+    /// Client URLs change with flags across restarts, as etcd republishes its attributes.
+    pub fn set_local_client_urls(&self, urls: Vec<String>) {
+        let mut info = self.info.write();
+        let local = info.local_id;
+        if let Some(m) = info.members.iter_mut().find(|m| m.id == local) {
+            m.client_urls = urls;
+        }
+    }
+
+    pub fn snapshot(&self) -> ClusterInfo {
+        self.info.read().clone()
+    }
+}

@@ -1,0 +1,411 @@
+//! The MVCC store: redb tables plus the in-memory key index, and the read side of the API.
+//!
+//! Consistency between concurrent readers and the single writer (the apply loop):
+//! - the writer updates the index as it writes, but a reader only looks at revisions <= the
+//!   published current revision, which is advanced only after the redb commit that made them
+//!   durable-or-visible; so a reader never sees a half-applied batch;
+//! - compaction removes revisions from the index (under its write lock) before the redb
+//!   transaction that deletes their rows commits, and a reader begins its redb read transaction
+//!   while holding the index read lock; so any revision a reader finds in the index is in its redb
+//!   snapshot.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use oxcd_api::etcdserverpb::{RangeRequest, RangeResponse, TxnRequest, TxnResponse};
+use oxcd_api::mvccpb::{event::EventType, Event, KeyValue};
+use parking_lot::{Mutex, RwLock};
+use prost::Message;
+use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::codec::{parse_kv, LeaseRecord};
+use super::hash::Crc32c;
+use super::key_index::{KeyIndexTree, KeyRange};
+use super::range::{self, read_kv};
+use super::revision::{is_tombstone, Revision};
+use super::txn;
+use crate::error::{EtcdError, Result};
+
+pub use super::batch::WriteBatch;
+
+/// Table and key names are etcd's bucket and key names, so a snapshot converts 1:1.
+pub(super) const KEY_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("key");
+pub(super) const META_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
+pub(super) const LEASE_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("lease");
+pub(super) const META_CONSISTENT_INDEX: &[u8] = b"consistent_index";
+pub(super) const META_TERM: &[u8] = b"term";
+pub(super) const META_SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
+pub(super) const META_FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
+
+pub struct MvccStore {
+    pub(super) db: Database,
+    path: PathBuf,
+    pub(super) index: RwLock<KeyIndexTree>,
+    /// Highest revision readers may see (published after its commit).
+    pub(super) current_rev: AtomicI64,
+    /// etcd's compactMainRev: -1 until the first compaction (which may be at revision 0).
+    pub(super) compact_rev: AtomicI64,
+    pub(super) consistent_index: AtomicU64,
+    pub(super) consistent_term: AtomicU64,
+    /// Held by the one live WriteBatch.
+    pub(super) writer: Mutex<()>,
+}
+
+/// Everything rebuilt from disk at open (and after a failed batch).
+struct Loaded {
+    index: KeyIndexTree,
+    current_rev: i64,
+    compact_rev: i64,
+    scheduled_compact: i64,
+    consistent_index: u64,
+    term: u64,
+}
+
+fn u64_meta(v: Option<&[u8]>) -> u64 {
+    v.and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+fn rev_meta(v: Option<&[u8]>) -> i64 {
+    v.and_then(Revision::from_bytes).map_or(-1, |r| r.main)
+}
+
+impl MvccStore {
+    pub fn open(path: &Path) -> Result<MvccStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| EtcdError::Internal(format!("mvcc: create {}: {e}", dir.display())))?;
+        }
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        for t in [KEY_TABLE, META_TABLE, LEASE_TABLE] {
+            txn.open_table(t)?;
+        }
+        txn.commit()?;
+        let l = Self::load(&db)?;
+        let store = MvccStore {
+            db,
+            path: path.to_path_buf(),
+            index: RwLock::new(l.index),
+            current_rev: AtomicI64::new(l.current_rev),
+            compact_rev: AtomicI64::new(l.compact_rev),
+            consistent_index: AtomicU64::new(l.consistent_index),
+            consistent_term: AtomicU64::new(l.term),
+            writer: Mutex::new(()),
+        };
+        // A compaction scheduled but not finished (only possible in a converted etcd file: ours
+        // compact atomically) is finished now, as etcd does at restore.
+        if l.scheduled_compact > l.compact_rev.max(0) && l.scheduled_compact <= l.current_rev {
+            let mut b = store.write()?;
+            b.compact(l.scheduled_compact)?;
+            b.commit(true)?;
+        }
+        Ok(store)
+    }
+
+    /// Rebuilds the index by scanning the key table in revision order (etcd's `restore`).
+    fn load(db: &Database) -> Result<Loaded> {
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META_TABLE)?;
+        let get =
+            |k: &[u8]| -> Result<Option<Vec<u8>>> { Ok(meta.get(k)?.map(|g| g.value().to_vec())) };
+        let compact_rev = rev_meta(get(META_FINISHED_COMPACT)?.as_deref());
+        let scheduled_compact = rev_meta(get(META_SCHEDULED_COMPACT)?.as_deref());
+        let consistent_index = u64_meta(get(META_CONSISTENT_INDEX)?.as_deref());
+        let term = u64_meta(get(META_TERM)?.as_deref());
+
+        let mut index = KeyIndexTree::default();
+        let mut current_rev = 1;
+        let keys = txn.open_table(KEY_TABLE)?;
+        for row in keys.iter()? {
+            let (k, v) = row?;
+            let k = k.value();
+            let rev = Revision::from_bytes(k).ok_or_else(|| {
+                EtcdError::Internal("mvcc: key table row with a malformed revision".into())
+            })?;
+            let kv = parse_kv(v.value())?;
+            index.restore(kv.key, kv.create_revision, rev, kv.version, is_tombstone(k));
+            current_rev = current_rev.max(rev.main);
+        }
+        // Compaction may have removed every row up to it: the revision is then at least that.
+        current_rev = current_rev.max(compact_rev);
+        Ok(Loaded {
+            index,
+            current_rev,
+            compact_rev,
+            scheduled_compact,
+            consistent_index,
+            term,
+        })
+    }
+
+    /// Replaces all in-memory state with what is on disk: after a batch was dropped without
+    /// committing, its index changes must not survive.
+    pub(super) fn reload(&self) -> Result<()> {
+        let l = Self::load(&self.db)?;
+        let mut idx = self.index.write();
+        *idx = l.index;
+        self.current_rev.store(l.current_rev, Ordering::Release);
+        self.compact_rev.store(l.compact_rev, Ordering::Release);
+        self.consistent_index
+            .store(l.consistent_index, Ordering::Release);
+        self.consistent_term.store(l.term, Ordering::Release);
+        Ok(())
+    }
+
+    pub fn current_revision(&self) -> i64 {
+        self.current_rev.load(Ordering::Acquire)
+    }
+
+    /// The last compacted revision, 0 if never compacted.
+    pub fn compact_revision(&self) -> i64 {
+        self.compact_raw().max(0)
+    }
+
+    /// etcd's compactMainRev (-1 = never compacted): the bound its checks use.
+    pub(super) fn compact_raw(&self) -> i64 {
+        self.compact_rev.load(Ordering::Acquire)
+    }
+
+    pub fn consistent_index(&self) -> u64 {
+        self.consistent_index.load(Ordering::Acquire)
+    }
+
+    pub fn consistent_term(&self) -> u64 {
+        self.consistent_term.load(Ordering::Acquire)
+    }
+
+    /// Number of keys in the index (live or with history), for metrics.
+    pub fn index_len(&self) -> usize {
+        self.index.read().len()
+    }
+
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        let idx = self.index.read();
+        let plan = range::plan(&idx, req, self.current_revision(), self.compact_raw())?;
+        if !plan.needs_fetch() {
+            drop(idx);
+            return range::fetch::<ReadOnlyTable<&[u8], &[u8]>>(plan, None, req);
+        }
+        // Snapshot taken under the index lock (see the module comment), rows read without it.
+        let txn = self.db.begin_read()?;
+        drop(idx);
+        let table = txn.open_table(KEY_TABLE)?;
+        range::fetch(plan, Some(&table), req)
+    }
+
+    /// A txn whose every op is a Range (`txn::is_read_only`), answered from one snapshot without
+    /// going through the writer. Errors with Internal on a txn that writes.
+    pub fn read_txn(&self, req: &TxnRequest) -> Result<TxnResponse> {
+        let idx = self.index.read();
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(KEY_TABLE)?;
+        txn::read_only(
+            &idx,
+            &table,
+            req,
+            self.current_revision(),
+            self.compact_raw(),
+        )
+    }
+
+    pub fn write(&self) -> Result<WriteBatch<'_>> {
+        WriteBatch::begin(self)
+    }
+
+    /// Watch catch-up: the events of revisions `from_rev..=to_rev` on keys in `[key, range_end)`,
+    /// in revision order, at most `limit` revisions (0 = no limit) and never part of one.
+    ///
+    /// Compacted only if `from_rev < compact_revision()`, like etcd's watch sync: starting exactly
+    /// at the compacted revision is allowed (its deletes are gone, as in etcd).
+    pub fn events_between(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        from_rev: i64,
+        to_rev: i64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let (txn, to_rev) = {
+            let _idx = self.index.read();
+            if from_rev < self.compact_raw() {
+                return Err(EtcdError::Compacted);
+            }
+            (self.db.begin_read()?, to_rev.min(self.current_revision()))
+        };
+        let mut events = Vec::new();
+        if from_rev > to_rev {
+            return Ok(events);
+        }
+        let range = KeyRange::new(key, range_end);
+        let table = txn.open_table(KEY_TABLE)?;
+        let lo = Revision::new(from_rev.max(0), 0).to_bytes();
+        let hi = Revision::new(to_rev + 1, 0).to_bytes();
+        let (mut revs, mut last_main) = (0usize, -1i64);
+        for row in table.range::<&[u8]>(&lo[..]..&hi[..])? {
+            let (k, v) = row?;
+            let k = k.value();
+            let Some(rev) = Revision::from_bytes(k) else {
+                continue;
+            };
+            let kv = parse_kv(v.value())?;
+            if !range.contains(kv.key) {
+                continue;
+            }
+            if rev.main != last_main {
+                if limit != 0 && revs == limit {
+                    break;
+                }
+                revs += 1;
+                last_main = rev.main;
+            }
+            events.push(if is_tombstone(k) {
+                Event {
+                    r#type: EventType::Delete as i32,
+                    kv: Some(KeyValue {
+                        key: kv.key.to_vec(),
+                        mod_revision: rev.main,
+                        ..Default::default()
+                    }),
+                    prev_kv: None,
+                }
+            } else {
+                Event {
+                    r#type: EventType::Put as i32,
+                    kv: Some(kv.to_kv(false)),
+                    prev_kv: None,
+                }
+            });
+        }
+        Ok(events)
+    }
+
+    /// The key's live value as of `rev` (a watch event's prev_kv reads at mod_revision - 1).
+    pub fn kv_at(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>> {
+        let idx = self.index.read();
+        let at = match range::check_rev(rev, self.current_revision(), self.compact_raw()) {
+            Ok(at) => at,
+            Err(EtcdError::Compacted) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(h) = idx.get(key, at) else {
+            return Ok(None);
+        };
+        let txn = self.db.begin_read()?;
+        drop(idx);
+        let table = txn.open_table(KEY_TABLE)?;
+        read_kv(&table, h.rev, false).map(Some)
+    }
+
+    /// Persisted leases as (id, ttl).
+    pub fn leases(&self) -> Result<Vec<(i64, i64)>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LEASE_TABLE)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            let l = LeaseRecord::decode(v.value())
+                .map_err(|e| EtcdError::Internal(format!("mvcc: corrupt lease row: {e}")))?;
+            out.push((l.id, l.ttl));
+        }
+        Ok(out)
+    }
+
+    /// Live keys (at the current revision) attached to a lease, for rebuilding the lessor.
+    pub fn keys_with_lease(&self) -> Result<Vec<(Vec<u8>, i64)>> {
+        let idx = self.index.read();
+        let at = self.current_revision();
+        let mut revs = Vec::with_capacity(idx.len());
+        idx.visit(KeyRange::new(b"\0", b"\0"), |_, ki| {
+            if let Some(h) = ki.get(at) {
+                revs.push(h.rev);
+            }
+            true
+        });
+        let txn = self.db.begin_read()?;
+        drop(idx);
+        // Revision order reads the table's pages sequentially.
+        revs.sort_unstable();
+        let table = txn.open_table(KEY_TABLE)?;
+        let mut out = Vec::new();
+        for rev in revs {
+            range::with_row(&table, rev, |kv| {
+                if kv.lease != 0 {
+                    out.push((kv.key.to_vec(), kv.lease));
+                }
+            })?;
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(META_TABLE)?;
+        Ok(table.get(key.as_bytes())?.map(|g| g.value().to_vec()))
+    }
+
+    pub fn db_size(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
+    /// Bytes in allocated pages. redb reports page usage only from a write transaction, so this
+    /// waits for the current batch (if any) and opens an empty one.
+    pub fn db_size_in_use(&self) -> u64 {
+        let size = self.db_size();
+        let _w = self.writer.lock();
+        let Ok(txn) = self.db.begin_write() else {
+            return size;
+        };
+        let used = txn
+            .stats()
+            .map_or(size, |s| s.allocated_pages() * s.page_size() as u64);
+        let _ = txn.abort();
+        used.min(size)
+    }
+
+    /// etcd 3.4's HashKV: CRC-32C (Castagnoli) over "key" and every key table row with main
+    /// revision <= rev (0 = current), skipping rows at or below the compacted revision that a
+    /// compaction at `rev` would drop. Returns (hash, compact_revision), the latter -1 if never
+    /// compacted, as etcd reports it.
+    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64)> {
+        let idx = self.index.read();
+        let (cur, compact) = (self.current_revision(), self.compact_raw());
+        if rev > 0 && rev <= compact {
+            return Err(EtcdError::Compacted);
+        }
+        if rev > cur {
+            return Err(EtcdError::FutureRev);
+        }
+        let rev = if rev == 0 { cur } else { rev };
+        // Only rows <= compact are ever checked against `keep`, so only those are stored; the
+        // count keeps etcd's "an empty keep set skips nothing" rule exact.
+        let mut keep = std::collections::HashSet::new();
+        let mut keep_len = 0usize;
+        idx.keep(rev, |r| {
+            keep_len += 1;
+            if r.main <= compact {
+                keep.insert(r);
+            }
+        });
+        let txn = self.db.begin_read()?;
+        drop(idx);
+        let table = txn.open_table(KEY_TABLE)?;
+        let mut h = Crc32c::new();
+        h.update(b"key");
+        let hi = Revision::new(rev + 1, 0).to_bytes();
+        for row in table.range::<&[u8]>(..&hi[..])? {
+            let (k, v) = row?;
+            let k = k.value();
+            let Some(r) = Revision::from_bytes(k) else {
+                continue;
+            };
+            if r.main <= compact && keep_len > 0 && !keep.contains(&r) {
+                continue;
+            }
+            h.update(k);
+            h.update(v.value());
+        }
+        Ok((h.finish(), compact))
+    }
+}

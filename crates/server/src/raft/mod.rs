@@ -1,0 +1,159 @@
+//! Consensus: raft-rs driven by a node thread, its log and hard state kept by raft-engine.
+
+pub mod ids;
+pub mod logger;
+pub mod node;
+pub mod storage;
+pub mod waiters;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use oxcd_api::etcdserverpb::{InternalRaftRequest, RequestHeader};
+use prost::Message as _;
+use tokio::sync::{oneshot, watch};
+
+use crate::error::{EtcdError, Result};
+use crate::server::ApplyResponse;
+use ids::IdGenerator;
+use node::{NodeMsg, NodeStatus};
+use waiters::Waiters;
+
+/// The rest of the server's way into raft. Cheap to clone.
+#[derive(Clone)]
+pub struct RaftHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: Sender<NodeMsg>,
+    status: Arc<NodeStatus>,
+    waiters: Arc<Waiters>,
+    applied: watch::Receiver<u64>,
+    ids: IdGenerator,
+    member_id: u64,
+    cluster_id: u64,
+    max_request_bytes: usize,
+    request_timeout: Duration,
+}
+
+impl RaftHandle {
+    pub(crate) fn new(
+        tx: Sender<NodeMsg>,
+        status: Arc<NodeStatus>,
+        waiters: Arc<Waiters>,
+        applied: watch::Receiver<u64>,
+        member_id: u64,
+        cluster_id: u64,
+        max_request_bytes: usize,
+        request_timeout: Duration,
+    ) -> RaftHandle {
+        RaftHandle {
+            inner: Arc::new(Inner {
+                tx,
+                status,
+                waiters,
+                applied,
+                ids: IdGenerator::new(member_id),
+                member_id,
+                cluster_id,
+                max_request_bytes,
+                request_timeout,
+            }),
+        }
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.inner.member_id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.inner.cluster_id
+    }
+
+    pub fn term(&self) -> u64 {
+        self.inner.status.term.load(Ordering::Acquire)
+    }
+
+    pub fn leader(&self) -> u64 {
+        self.inner.status.leader.load(Ordering::Acquire)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.inner.status.is_leader.load(Ordering::Acquire)
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.inner.status.commit.load(Ordering::Acquire)
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        *self.inner.applied.borrow()
+    }
+
+    /// A fresh ID, unique across members and restarts (request IDs, lease IDs).
+    pub fn next_id(&self) -> u64 {
+        self.inner.ids.next()
+    }
+
+    pub async fn propose(&self, mut req: InternalRaftRequest) -> Result<ApplyResponse> {
+        let id = match req.header.as_ref().map(|h| h.id) {
+            Some(id) if id != 0 => id,
+            _ => self.next_id(),
+        };
+        let header = req.header.get_or_insert_with(RequestHeader::default);
+        header.id = id;
+        req.id = id;
+        let data = req.encode_to_vec();
+        if data.len() > self.inner.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge);
+        }
+        let rx = self.inner.waiters.register(id);
+        if self.inner.tx.send(NodeMsg::Propose { id, data }).is_err() {
+            self.inner.waiters.forget(id);
+            return Err(EtcdError::Stopped);
+        }
+        match tokio::time::timeout(self.inner.request_timeout, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(EtcdError::Stopped),
+            Err(_) => {
+                self.inner.waiters.forget(id);
+                Err(EtcdError::Timeout)
+            }
+        }
+    }
+
+    /// Linearizable read barrier: learns the commit index through raft's ReadIndex, then waits
+    /// until this member has applied up to it.
+    pub async fn read_index(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.tx.send(NodeMsg::ReadIndex(tx)).is_err() {
+            return Err(EtcdError::Stopped);
+        }
+        let wait = async {
+            let index = rx.await.map_err(|_| EtcdError::Stopped)??;
+            self.wait_applied(index).await
+        };
+        match tokio::time::timeout(self.inner.request_timeout, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(EtcdError::Timeout),
+        }
+    }
+
+    /// Waits until the apply loop has applied `index`.
+    pub async fn wait_applied(&self, index: u64) -> Result<()> {
+        let mut applied = self.inner.applied.clone();
+        applied
+            .wait_for(|a| *a >= index)
+            .await
+            .map(|_| ())
+            .map_err(|_| EtcdError::Stopped)
+    }
+
+    /// Asks the node thread to stop; in-flight proposals fail with "server stopped".
+    pub fn stop(&self) {
+        let _ = self.inner.tx.send(NodeMsg::Stop);
+    }
+}

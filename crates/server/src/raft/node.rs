@@ -1,0 +1,213 @@
+//! The raft node loop: one thread owns the `RawNode`, turns proposals and ticks into `Ready`s,
+//! persists them to the WAL and hands committed entries to the apply loop.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use raft::eraftpb::{Entry, Message};
+use raft::{RawNode, StateRole};
+use tokio::sync::oneshot;
+
+use super::storage::WalStorage;
+use super::waiters::Waiters;
+use crate::error::EtcdError;
+
+/// Requests from the rest of the server to the node thread.
+pub enum NodeMsg {
+    Propose {
+        id: u64,
+        data: Vec<u8>,
+    },
+    ReadIndex(oneshot::Sender<Result<u64, EtcdError>>),
+    /// The apply loop has applied everything up to this index.
+    Applied(u64),
+    /// Raft messages from peers.
+    Step(Box<Message>),
+    Stop,
+}
+
+/// What the node thread publishes for everyone else to read without asking it.
+#[derive(Default)]
+pub struct NodeStatus {
+    pub term: AtomicU64,
+    pub leader: AtomicU64,
+    pub commit: AtomicU64,
+    pub last_index: AtomicU64,
+    pub is_leader: std::sync::atomic::AtomicBool,
+}
+
+/// Committed entries travel to the apply loop in the order raft committed them.
+pub type ApplySender = Sender<Vec<Entry>>;
+
+pub struct NodeLoop {
+    pub node: RawNode<WalStorage>,
+    pub storage: WalStorage,
+    pub rx: Receiver<NodeMsg>,
+    pub apply_tx: ApplySender,
+    pub status: Arc<NodeStatus>,
+    pub waiters: Arc<Waiters>,
+    pub tick: Duration,
+}
+
+/// Most requests drained from the channel per turn, so ticks are never starved.
+const MAX_DRAIN: usize = 4096;
+
+impl NodeLoop {
+    pub fn run(mut self) {
+        let mut next_tick = Instant::now() + self.tick;
+        let mut read_seq: u64 = 0;
+        let mut pending_reads: HashMap<Vec<u8>, Vec<oneshot::Sender<Result<u64, EtcdError>>>> =
+            HashMap::new();
+        let mut new_reads = Vec::new();
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let first = match self.rx.recv_timeout(wait) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            if let Some(first) = first {
+                let mut msg = Some(first);
+                let mut n = 0;
+                while let Some(m) = msg.take() {
+                    if !self.handle(m, &mut new_reads) {
+                        return;
+                    }
+                    n += 1;
+                    if n < MAX_DRAIN {
+                        msg = self.rx.try_recv().ok();
+                    }
+                }
+            }
+            if Instant::now() >= next_tick {
+                self.node.tick();
+                next_tick += self.tick;
+                if next_tick < Instant::now() {
+                    // The loop fell behind (a long fsync); do not fire a burst of ticks.
+                    next_tick = Instant::now() + self.tick;
+                }
+            }
+            if !new_reads.is_empty() {
+                // One ReadIndex round serves every read that arrived in this turn.
+                read_seq += 1;
+                let ctx = read_seq.to_be_bytes().to_vec();
+                self.node.read_index(ctx.clone());
+                pending_reads.insert(ctx, std::mem::take(&mut new_reads));
+            }
+            if let Err(e) = self.on_ready(&mut pending_reads) {
+                // The WAL can no longer be written: serving on would risk acknowledging writes
+                // that are not durable.
+                tracing::error!("failed to persist raft log: {e:#}");
+                std::process::exit(1);
+            }
+        }
+    }
+
+    /// Returns false when the loop must stop.
+    fn handle(
+        &mut self,
+        m: NodeMsg,
+        new_reads: &mut Vec<oneshot::Sender<Result<u64, EtcdError>>>,
+    ) -> bool {
+        match m {
+            NodeMsg::Propose { id, data } => {
+                if let Err(e) = self.node.propose(vec![], data) {
+                    let err = match e {
+                        raft::Error::ProposalDropped => {
+                            if self.node.raft.leader_id == raft::INVALID_ID {
+                                EtcdError::NoLeader
+                            } else {
+                                EtcdError::NotLeader
+                            }
+                        }
+                        other => EtcdError::Internal(other.to_string()),
+                    };
+                    self.waiters.fail(id, err);
+                }
+            }
+            NodeMsg::ReadIndex(tx) => new_reads.push(tx),
+            NodeMsg::Applied(index) => {
+                if index > self.node.raft.raft_log.applied {
+                    self.node.advance_apply_to(index);
+                }
+            }
+            NodeMsg::Step(m) => {
+                if let Err(e) = self.node.step(*m) {
+                    tracing::debug!("raft step: {e}");
+                }
+            }
+            NodeMsg::Stop => return false,
+        }
+        true
+    }
+
+    fn on_ready(
+        &mut self,
+        pending_reads: &mut HashMap<Vec<u8>, Vec<oneshot::Sender<Result<u64, EtcdError>>>>,
+    ) -> anyhow::Result<()> {
+        if !self.node.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.node.ready();
+        if let Some(ss) = rd.ss() {
+            self.status.leader.store(ss.leader_id, Ordering::Release);
+            let leader = ss.raft_state == StateRole::Leader;
+            self.status.is_leader.store(leader, Ordering::Release);
+            if leader {
+                tracing::info!(
+                    "raft.node: {:x} elected leader {:x} at term {}",
+                    self.node.raft.id,
+                    ss.leader_id,
+                    self.node.raft.term
+                );
+            }
+        }
+        // A leader may send before its own fsync (raft thesis 10.2.1).
+        self.send(rd.take_messages());
+        if !rd.snapshot().is_empty() {
+            anyhow::bail!("receiving a raft snapshot needs peers; this member has none");
+        }
+        self.deliver(rd.take_committed_entries());
+        for rs in rd.take_read_states() {
+            if let Some(waiting) = pending_reads.remove(&rs.request_ctx) {
+                for tx in waiting {
+                    let _ = tx.send(Ok(rs.index));
+                }
+            }
+        }
+        self.storage.append(rd.entries(), rd.hs(), rd.must_sync())?;
+        if let Some(hs) = rd.hs() {
+            self.status.term.store(hs.term, Ordering::Release);
+            self.status.commit.store(hs.commit, Ordering::Release);
+        }
+        if let Some(last) = rd.entries().last() {
+            self.status.last_index.store(last.index, Ordering::Release);
+        }
+        self.send(rd.take_persisted_messages());
+        let mut light = self.node.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.storage.set_commit(commit)?;
+            self.status.commit.store(commit, Ordering::Release);
+        }
+        self.send(light.take_messages());
+        self.deliver(light.take_committed_entries());
+        Ok(())
+    }
+
+    fn deliver(&self, entries: Vec<Entry>) {
+        if !entries.is_empty() && self.apply_tx.send(entries).is_err() {
+            tracing::warn!("apply loop has stopped; committed entries not delivered");
+        }
+    }
+
+    fn send(&self, msgs: Vec<Message>) {
+        for m in msgs {
+            // A member alone in its cluster has nobody to talk to; multi-member clusters plug
+            // the peer transport in here.
+            tracing::debug!("dropping raft message to {:x}: no peer transport", m.to);
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Raft log and hard state on raft-engine: the member's write-ahead log.
+//!
+//! Everything raft must remember across a crash lives here: the entries, the `HardState`
+//! (term, vote, commit), the `ConfState`, and the index/term at which the log was last compacted.
+//! Writes are batched per `Ready` and fsync'd before raft is told they are persisted.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use raft_engine::{Config as EngineConfig, Engine, LogBatch, MessageExt, ReadableSize};
+
+/// raft-engine keeps many raft groups apart by id; a member has exactly one.
+const GROUP: u64 = 1;
+const KEY_HARD_STATE: &[u8] = b"hard_state";
+const KEY_CONF_STATE: &[u8] = b"conf_state";
+const KEY_SNAPSHOT_META: &[u8] = b"snapshot_meta";
+
+#[derive(Clone)]
+struct EntryExt;
+
+impl MessageExt for EntryExt {
+    type Entry = Entry;
+    fn index(e: &Entry) -> u64 {
+        e.index
+    }
+}
+
+/// What `Storage` needs that raft-engine does not keep in its memtable, cached in memory.
+#[derive(Default)]
+struct Cached {
+    hard_state: HardState,
+    conf_state: ConfState,
+    /// Index and term of the last entry folded into the state machine and dropped from the log.
+    snapshot_meta: SnapshotMetadata,
+}
+
+/// The WAL. Cheap to clone: clones share the engine.
+#[derive(Clone)]
+pub struct WalStorage {
+    engine: Arc<Engine>,
+    cached: Arc<RwLock<Cached>>,
+}
+
+fn engine_err(e: raft_engine::Error) -> raft::Error {
+    raft::Error::Store(StorageError::Other(Box::new(e)))
+}
+
+impl WalStorage {
+    pub fn open(dir: &Path) -> anyhow::Result<WalStorage> {
+        std::fs::create_dir_all(dir)?;
+        let cfg = EngineConfig {
+            dir: dir.to_string_lossy().into_owned(),
+            // Proposals are small; compressing every batch costs more latency than it saves.
+            batch_compression_threshold: ReadableSize::kb(64),
+            target_file_size: ReadableSize::mb(64),
+            purge_threshold: ReadableSize::gb(1),
+            ..Default::default()
+        };
+        let engine = Engine::open(cfg)?;
+        let mut cached = Cached::default();
+        if let Some(hs) = engine.get_message::<HardState>(GROUP, KEY_HARD_STATE)? {
+            cached.hard_state = hs;
+        }
+        if let Some(cs) = engine.get_message::<ConfState>(GROUP, KEY_CONF_STATE)? {
+            cached.conf_state = cs;
+        }
+        if let Some(m) = engine.get_message::<SnapshotMetadata>(GROUP, KEY_SNAPSHOT_META)? {
+            cached.snapshot_meta = m;
+        }
+        Ok(WalStorage {
+            engine: Arc::new(engine),
+            cached: Arc::new(RwLock::new(cached)),
+        })
+    }
+
+    /// True when the log has never been written: the member must bootstrap.
+    pub fn is_empty(&self) -> bool {
+        let c = self.cached.read();
+        c.conf_state.voters.is_empty() && c.conf_state.learners.is_empty()
+    }
+
+    /// First boot: record the initial configuration and the starting point of the log, as if a
+    /// snapshot at index 0 held that configuration.
+    pub fn bootstrap(&self, conf_state: ConfState) -> anyhow::Result<()> {
+        let mut batch = LogBatch::default();
+        batch.put_message(GROUP, KEY_CONF_STATE.to_vec(), &conf_state)?;
+        let mut meta = SnapshotMetadata::default();
+        meta.set_conf_state(conf_state.clone());
+        batch.put_message(GROUP, KEY_SNAPSHOT_META.to_vec(), &meta)?;
+        self.engine.write(&mut batch, true)?;
+        let mut c = self.cached.write();
+        c.conf_state = conf_state;
+        c.snapshot_meta = meta;
+        Ok(())
+    }
+
+    /// Persists new entries (replacing any conflicting suffix) and the hard state, in one write.
+    pub fn append(
+        &self,
+        entries: &[Entry],
+        hs: Option<&HardState>,
+        sync: bool,
+    ) -> anyhow::Result<()> {
+        let mut batch = LogBatch::with_capacity(entries.len());
+        if !entries.is_empty() {
+            // A new leader may overwrite a suffix; raft-engine's memtable truncates the old one
+            // when entries at indexes it already holds are appended.
+            batch.add_entries::<EntryExt>(GROUP, entries)?;
+        }
+        if let Some(hs) = hs {
+            batch.put_message(GROUP, KEY_HARD_STATE.to_vec(), hs)?;
+        }
+        if !batch.is_empty() {
+            self.engine.write(&mut batch, sync)?;
+        }
+        if let Some(hs) = hs {
+            self.cached.write().hard_state = hs.clone();
+        }
+        Ok(())
+    }
+
+    /// Records a new commit index (from a LightReady) without touching entries.
+    pub fn set_commit(&self, commit: u64) -> anyhow::Result<()> {
+        let mut hs = self.cached.read().hard_state.clone();
+        if hs.commit >= commit {
+            return Ok(());
+        }
+        hs.commit = commit;
+        self.append(&[], Some(&hs), false)
+    }
+
+    pub fn set_conf_state(&self, cs: ConfState) -> anyhow::Result<()> {
+        let mut batch = LogBatch::default();
+        batch.put_message(GROUP, KEY_CONF_STATE.to_vec(), &cs)?;
+        self.engine.write(&mut batch, true)?;
+        self.cached.write().conf_state = cs;
+        Ok(())
+    }
+
+    pub fn conf_state(&self) -> ConfState {
+        self.cached.read().conf_state.clone()
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.cached.read().hard_state.clone()
+    }
+
+    /// Drops entries up to and including `index`, which the state machine has made durable.
+    pub fn compact(&self, index: u64) -> anyhow::Result<()> {
+        let term = raft::Storage::term(self, index).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut meta = self.cached.read().snapshot_meta.clone();
+        if index <= meta.index {
+            return Ok(());
+        }
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(self.conf_state());
+        let mut batch = LogBatch::default();
+        batch.put_message(GROUP, KEY_SNAPSHOT_META.to_vec(), &meta)?;
+        batch.add_command(GROUP, raft_engine::Command::Compact { index: index + 1 });
+        self.engine.write(&mut batch, true)?;
+        self.cached.write().snapshot_meta = meta;
+        self.engine.purge_expired_files()?;
+        Ok(())
+    }
+
+    /// Total bytes the WAL files use.
+    pub fn used_size(&self) -> usize {
+        self.engine.get_used_size()
+    }
+}
+
+impl raft::Storage for WalStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let c = self.cached.read();
+        Ok(RaftState::new(c.hard_state.clone(), c.conf_state.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let first = self.first_index()?;
+        if low < first {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        let last = self.last_index()?;
+        if high > last + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let mut out = Vec::with_capacity((high - low) as usize);
+        let max = max_size.into().map(|m| m as usize);
+        self.engine
+            .fetch_entries_to::<EntryExt>(GROUP, low, high, max, &mut out)
+            .map_err(engine_err)?;
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        {
+            let c = self.cached.read();
+            if idx == c.snapshot_meta.index {
+                return Ok(c.snapshot_meta.term);
+            }
+            if idx < c.snapshot_meta.index {
+                return Err(raft::Error::Store(StorageError::Compacted));
+            }
+        }
+        match self
+            .engine
+            .get_entry::<EntryExt>(GROUP, idx)
+            .map_err(engine_err)?
+        {
+            Some(e) => Ok(e.term),
+            None => Err(raft::Error::Store(StorageError::Unavailable)),
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(match self.engine.first_index(GROUP) {
+            Some(i) => i,
+            None => self.cached.read().snapshot_meta.index + 1,
+        })
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(match self.engine.last_index(GROUP) {
+            Some(i) => i,
+            None => self.cached.read().snapshot_meta.index,
+        })
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Sending the state machine to a lagging peer needs the peer transport; a single
+        // member never asks for it.
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = format!("e{index}").into_bytes().into();
+        e
+    }
+
+    #[test]
+    fn append_overwrite_compact_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = WalStorage::open(dir.path()).unwrap();
+        assert!(s.is_empty());
+        s.bootstrap(ConfState {
+            voters: vec![7],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.first_index().unwrap(), 1);
+        assert_eq!(s.last_index().unwrap(), 0);
+        let ents: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
+        let mut hs = HardState::default();
+        hs.term = 1;
+        hs.commit = 5;
+        s.append(&ents, Some(&hs), true).unwrap();
+        assert_eq!(s.last_index().unwrap(), 10);
+        assert_eq!(s.term(10).unwrap(), 1);
+        // A new leader at term 2 replaces the suffix from index 8.
+        s.append(&[entry(8, 2), entry(9, 2)], None, true).unwrap();
+        assert_eq!(s.last_index().unwrap(), 9);
+        assert_eq!(s.term(8).unwrap(), 2);
+        let got = s.entries(3, 6, None, GetEntriesContext::empty(false)).unwrap();
+        assert_eq!(got.iter().map(|e| e.index).collect::<Vec<_>>(), vec![3, 4, 5]);
+
+        s.compact(4).unwrap();
+        assert_eq!(s.first_index().unwrap(), 5);
+        assert_eq!(s.term(4).unwrap(), 1);
+        assert!(s.term(3).is_err());
+        assert!(s.entries(3, 6, None, GetEntriesContext::empty(false)).is_err());
+        drop(s);
+
+        let s = WalStorage::open(dir.path()).unwrap();
+        assert!(!s.is_empty());
+        assert_eq!(s.hard_state().commit, 5);
+        assert_eq!(s.first_index().unwrap(), 5);
+        assert_eq!(s.last_index().unwrap(), 9);
+        assert_eq!(s.term(9).unwrap(), 2);
+        assert_eq!(s.conf_state().voters, vec![7]);
+    }
+}

@@ -1,0 +1,236 @@
+//! `EtcdServer`: the handle every gRPC service holds. It owns the stores and the way into raft.
+//!
+//! Reads go straight to `store` (after `read_index` for linearizable ones); every write goes
+//! through `propose`, which returns only once the entry has been applied on this member.
+
+use std::sync::Arc;
+
+use oxcd_api::etcdserverpb::{
+    CompactionResponse, DeleteRangeResponse, InternalRaftRequest, LeaseGrantResponse,
+    LeaseRevokeResponse, PutResponse, ResponseHeader, TxnResponse,
+};
+
+use anyhow::Context;
+
+use crate::apply::Applier;
+use crate::config::Config;
+use crate::error::Result;
+use crate::lease::Lessor;
+use crate::membership::{ClusterInfo, Membership, META_KEY};
+use crate::mvcc::{MvccStore, WatchHub};
+use crate::raft::node::{NodeLoop, NodeStatus};
+use crate::raft::storage::WalStorage;
+use crate::raft::waiters::Waiters;
+use crate::raft::RaftHandle;
+
+/// What applying one proposal produced; the header is already filled in by the apply loop.
+#[derive(Debug, Clone)]
+pub enum ApplyResponse {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compaction(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+    /// Requests whose response carries nothing but the header.
+    Header(ResponseHeader),
+}
+
+pub struct EtcdServer {
+    pub cfg: Config,
+    pub store: Arc<MvccStore>,
+    pub lessor: Arc<Lessor>,
+    pub watch_hub: Arc<WatchHub>,
+    pub raft: RaftHandle,
+    pub membership: Membership,
+    pub wal: WalStorage,
+}
+
+impl EtcdServer {
+    pub fn cluster_id(&self) -> u64 {
+        self.raft.cluster_id()
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.raft.member_id()
+    }
+
+    /// Response header at the store's current revision.
+    pub fn header(&self) -> ResponseHeader {
+        self.header_at(self.store.current_revision())
+    }
+
+    pub fn header_at(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id(),
+            member_id: self.member_id(),
+            revision,
+            raft_term: self.raft.term(),
+        }
+    }
+
+    /// Replicates `req` through raft and waits until this member has applied it.
+    pub async fn propose(&self, req: InternalRaftRequest) -> Result<ApplyResponse> {
+        self.raft.propose(req).await
+    }
+
+    /// Waits until this member has applied everything committed before the call (ReadIndex),
+    /// so a read that follows sees every write acknowledged before it started.
+    pub async fn read_index(&self) -> Result<()> {
+        self.raft.read_index().await
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.is_leader()
+    }
+}
+
+/// How long a proposal may wait to be applied before the client gets "request timed out":
+/// etcd's 5 s plus two election timeouts.
+fn request_timeout(cfg: &Config) -> std::time::Duration {
+    std::time::Duration::from_millis(5000 + 2 * cfg.election_timeout_ms)
+}
+
+impl EtcdServer {
+    /// Opens (or bootstraps) the member's data dir and starts the raft node and apply threads.
+    pub fn start(cfg: Config) -> anyhow::Result<Arc<EtcdServer>> {
+        let store = Arc::new(
+            MvccStore::open(&cfg.backend_path())
+                .with_context(|| format!("opening backend {}", cfg.backend_path().display()))?,
+        );
+        let wal = WalStorage::open(&cfg.wal_dir)
+            .with_context(|| format!("opening WAL {}", cfg.wal_dir.display()))?;
+
+        let info = if wal.is_empty() {
+            if !cfg.initial_cluster_state_new {
+                anyhow::bail!(
+                    "joining an existing cluster (--initial-cluster-state existing) needs peers, which this member cannot reach yet"
+                );
+            }
+            let info = ClusterInfo::bootstrap(&cfg)?;
+            let mut batch = store.write()?;
+            batch.meta_put(META_KEY, &info.encode())?;
+            batch.commit(true)?;
+            let voters: Vec<u64> = info.members.iter().map(|m| m.id).collect();
+            wal.bootstrap(raft::eraftpb::ConfState {
+                voters,
+                ..Default::default()
+            })?;
+            tracing::info!(
+                "starting a new cluster: cluster-id {:x}, local-member-id {:x}",
+                info.cluster_id,
+                info.local_id
+            );
+            info
+        } else {
+            let raw = store.meta_get(META_KEY)?.context(
+                "the WAL exists but the backend has no cluster membership: data dir is damaged",
+            )?;
+            let info = ClusterInfo::decode(&raw)?;
+            tracing::info!(
+                "restarting local member: cluster-id {:x}, local-member-id {:x}, commit-index {}",
+                info.cluster_id,
+                info.local_id,
+                wal.hard_state().commit
+            );
+            info
+        };
+        let membership = Membership::new(info.clone());
+        membership.set_local_client_urls(cfg.advertise_client_urls.clone());
+
+        // The backend may be ahead of the persisted commit index (the hard state is synced
+        // lazily); everything applied was committed, so raft may start from there.
+        let applied = store.consistent_index();
+        let mut hs = wal.hard_state();
+        if hs.commit < applied {
+            hs.commit = applied;
+            wal.append(&[], Some(&hs), true)?;
+        }
+
+        let lessor = Arc::new(Lessor::new(crate::lease::min_ttl_from(
+            cfg.heartbeat_interval_ms,
+            cfg.election_timeout_ms,
+        )));
+        lessor.recover(store.leases()?, store.keys_with_lease()?);
+        let watch_hub = WatchHub::new(store.clone());
+
+        let raft_cfg = raft::Config {
+            id: info.local_id,
+            election_tick: cfg.election_ticks(),
+            heartbeat_tick: 1,
+            applied,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 512,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        raft_cfg.validate()?;
+        let logger = crate::raft::logger::raft_logger();
+        let mut node = raft::RawNode::new(&raft_cfg, wal.clone(), &logger)?;
+        let sole_voter = node.raft.prs().conf().voters().ids().len() == 1
+            && node.raft.prs().conf().voters().contains(info.local_id);
+        if sole_voter {
+            // Nobody else can vote: waiting an election timeout would only delay start-up.
+            node.campaign()?;
+        }
+
+        let status = Arc::new(NodeStatus::default());
+        status
+            .term
+            .store(node.raft.term, std::sync::atomic::Ordering::Release);
+        let waiters = Arc::new(Waiters::default());
+        let (node_tx, node_rx) = crossbeam_channel::unbounded();
+        let (apply_tx, apply_rx) = crossbeam_channel::unbounded();
+        let (applied_tx, applied_rx) = tokio::sync::watch::channel(applied);
+
+        let applier = Applier {
+            store: store.clone(),
+            lessor: lessor.clone(),
+            watch_hub: watch_hub.clone(),
+            waiters: waiters.clone(),
+            status: status.clone(),
+            node_tx: node_tx.clone(),
+            applied_tx,
+            storage: wal.clone(),
+            member_id: info.local_id,
+            cluster_id: info.cluster_id,
+            snapshot_count: cfg.snapshot_count,
+        };
+        std::thread::Builder::new()
+            .name("apply".into())
+            .spawn(move || applier.run(apply_rx))?;
+        let node_loop = NodeLoop {
+            node,
+            storage: wal.clone(),
+            rx: node_rx,
+            apply_tx,
+            status: status.clone(),
+            waiters: waiters.clone(),
+            tick: std::time::Duration::from_millis(cfg.heartbeat_interval_ms),
+        };
+        std::thread::Builder::new()
+            .name("raft".into())
+            .spawn(move || node_loop.run())?;
+
+        let raft = RaftHandle::new(
+            node_tx,
+            status,
+            waiters,
+            applied_rx,
+            info.local_id,
+            info.cluster_id,
+            cfg.max_request_bytes as usize,
+            request_timeout(&cfg),
+        );
+        Ok(Arc::new(EtcdServer {
+            cfg,
+            store,
+            lessor,
+            watch_hub,
+            raft,
+            membership,
+            wal,
+        }))
+    }
+}
