@@ -125,7 +125,11 @@ impl Applier {
             match e.get_entry_type() {
                 EntryType::EntryNormal => {
                     if e.data.is_empty() {
-                        // The empty entry a new leader appends to commit its term.
+                        // The empty entry a new leader appends to commit its term: from here
+                        // on this member keeps the lease clocks, fresh, as etcd's primary does.
+                        if self.status.is_leader.load(Ordering::Acquire) {
+                            self.lessor.promote();
+                        }
                         continue;
                     }
                     let req = match InternalRaftRequest::decode(&e.data[..]) {

@@ -147,10 +147,10 @@ impl EtcdServer {
             wal.append(&[], Some(&hs), true)?;
         }
 
-        let lessor = Arc::new(Lessor::new(crate::lease::min_ttl_from(
+        let lessor = Arc::new(Lessor::for_timing(
             cfg.heartbeat_interval_ms,
             cfg.election_timeout_ms,
-        )));
+        ));
         lessor.recover(store.leases()?, store.keys_with_lease()?);
         let watch_hub = WatchHub::new(store.clone());
 
@@ -207,6 +207,10 @@ impl EtcdServer {
             apply_tx,
             status: status.clone(),
             waiters: waiters.clone(),
+            on_step_down: {
+                let lessor = lessor.clone();
+                Box::new(move || lessor.demote())
+            },
             tick: std::time::Duration::from_millis(cfg.heartbeat_interval_ms),
         };
         std::thread::Builder::new()

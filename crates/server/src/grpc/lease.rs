@@ -4,8 +4,9 @@
 //! `Lessor::revoke`). Keep-alive and time-to-live are answered from the leader's lessor, the only
 //! one that keeps time. A follower forwards them to the leader, as etcd does (etcd uses the peer
 //! connection; we call the leader's own Lease service at its advertised `http://` client URL).
-//! When the leader is unknown or has no plain-http client URL, the follower answers "not leader"
-//! and clients retry (clientv3 reopens a failed keep-alive stream after 500ms).
+//! A follower answers "no leader" when there is none, "not leader" when the leader has no known
+//! plain-http client URL, and "request timed out" when the leader cannot be reached; clients
+//! retry (clientv3 reopens a failed keep-alive stream after 500ms).
 //!
 //! Answers mirror etcd 3.4 (checked against a real etcd 3.4.23):
 //! - grant of TTL 1 -> TTL 2 (raised to the minimum); ID 0 -> server-chosen positive id; a

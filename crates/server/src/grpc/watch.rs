@@ -7,15 +7,18 @@
 //! back to catching up from the store — writers and other streams never wait for it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use oxcd_api::etcdserverpb::{
     watch_request::RequestUnion, watch_server::Watch, WatchRequest, WatchResponse,
 };
 use prost::Message;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::error::EtcdError;
 use crate::mvcc::watch_hub::{WatchOutput, WatchStream};
 use crate::server::EtcdServer;
 
@@ -23,6 +26,9 @@ use crate::server::EtcdServer;
 const OUT_BUFFER: usize = 16;
 /// etcd fragments watch responses above --max-request-bytes plus this gRPC allowance.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// etcd's maxNoLeaderCnt: a stream that requires a leader is ended after this many election
+/// timeouts without one (reconnecting costs more than rejecting new streams, so it waits).
+const MAX_NO_LEADER_CHECKS: u32 = 3;
 
 pub struct WatchService {
     server: Arc<EtcdServer>,
@@ -42,8 +48,19 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // clientv3.WithRequireLeader (etcdctl watch uses it) sets this: such a stream is refused
+        // while the member has no leader, and ended if it loses the leader for good.
+        let require_leader = request
+            .metadata()
+            .get("hasleader")
+            .and_then(|v| v.to_str().ok())
+            == Some("true");
+        if require_leader && self.server.raft.leader() == 0 {
+            return Err(EtcdError::NoLeader.into());
+        }
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         let session = Session {
+            require_leader,
             max_bytes: self.server.cfg.max_request_bytes as usize + GRPC_OVERHEAD_BYTES,
             stream: self.server.watch_hub.open_stream(),
             server: self.server.clone(),
@@ -55,6 +72,7 @@ impl Watch for WatchService {
 }
 
 struct Session {
+    require_leader: bool,
     server: Arc<EtcdServer>,
     stream: WatchStream,
     tx: mpsc::Sender<Result<WatchResponse, Status>>,
@@ -67,8 +85,23 @@ struct Gone;
 impl Session {
     async fn run(mut self, mut requests: Streaming<WatchRequest>) {
         let mut receiving = true;
+        let election = Duration::from_millis(self.server.cfg.election_timeout_ms.max(1));
+        let mut leader_check = tokio::time::interval_at(Instant::now() + election, election);
+        let mut no_leader = 0;
         loop {
             let step = tokio::select! {
+                _ = leader_check.tick(), if self.require_leader => {
+                    if self.server.raft.leader() == 0 {
+                        no_leader += 1;
+                    } else {
+                        no_leader = 0;
+                    }
+                    if no_leader >= MAX_NO_LEADER_CHECKS {
+                        let _ = self.tx.send(Err(EtcdError::NoLeader.into())).await;
+                        break;
+                    }
+                    Ok(())
+                }
                 req = requests.message(), if receiving => match req {
                     Ok(Some(req)) => self.on_request(req).await,
                     // The client closed its side: like etcd, keep sending until it goes away.

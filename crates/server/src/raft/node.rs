@@ -49,6 +49,9 @@ pub struct NodeLoop {
     pub apply_tx: ApplySender,
     pub status: Arc<NodeStatus>,
     pub waiters: Arc<Waiters>,
+    /// Called when this member stops leading, so leader-only state (lease clocks) goes stale
+    /// nowhere.
+    pub on_step_down: Box<dyn Fn() + Send>,
     pub tick: Duration,
 }
 
@@ -155,7 +158,10 @@ impl NodeLoop {
         if let Some(ss) = rd.ss() {
             self.status.leader.store(ss.leader_id, Ordering::Release);
             let leader = ss.raft_state == StateRole::Leader;
-            self.status.is_leader.store(leader, Ordering::Release);
+            let was_leader = self.status.is_leader.swap(leader, Ordering::AcqRel);
+            if was_leader && !leader {
+                (self.on_step_down)();
+            }
             if leader {
                 tracing::info!(
                     "raft.node: {:x} elected leader {:x} at term {}",
