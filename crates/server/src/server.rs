@@ -21,7 +21,7 @@ use crate::mvcc::{MvccStore, WatchHub};
 use crate::raft::node::{NodeLoop, NodeStatus};
 use crate::raft::storage::WalStorage;
 use crate::raft::waiters::Waiters;
-use crate::raft::RaftHandle;
+use crate::raft::{HandleParts, RaftHandle};
 
 /// What applying one proposal produced; the header is already filled in by the apply loop.
 #[derive(Debug, Clone)]
@@ -217,16 +217,16 @@ impl EtcdServer {
             .name("raft".into())
             .spawn(move || node_loop.run())?;
 
-        let raft = RaftHandle::new(
-            node_tx,
+        let raft = RaftHandle::new(HandleParts {
+            tx: node_tx,
             status,
             waiters,
-            applied_rx,
-            info.local_id,
-            info.cluster_id,
-            cfg.max_request_bytes as usize,
-            request_timeout(&cfg),
-        );
+            applied: applied_rx,
+            member_id: info.local_id,
+            cluster_id: info.cluster_id,
+            max_request_bytes: cfg.max_request_bytes as usize,
+            request_timeout: request_timeout(&cfg),
+        });
         Ok(Arc::new(EtcdServer {
             cfg,
             store,

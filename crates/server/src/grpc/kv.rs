@@ -109,10 +109,9 @@ fn collect_writes(ops: &[RequestOp]) -> Result<Writes, EtcdError> {
     let mut w = Writes::default();
     for op in ops {
         match &op.request {
-            Some(Request::RequestPut(p)) => {
-                if !w.puts.insert(p.key.clone()) {
-                    return Err(EtcdError::DuplicateKey);
-                }
+            // Recording the key is the check: a second insert means it is written twice.
+            Some(Request::RequestPut(p)) if !w.puts.insert(p.key.clone()) => {
+                return Err(EtcdError::DuplicateKey);
             }
             Some(Request::RequestDeleteRange(d)) => {
                 w.dels.push((d.key.clone(), d.range_end.clone()))

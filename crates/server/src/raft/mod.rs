@@ -27,6 +27,18 @@ pub struct RaftHandle {
     inner: Arc<Inner>,
 }
 
+/// What `RaftHandle::new` is built from: the node thread's channel and shared state.
+pub(crate) struct HandleParts {
+    pub tx: Sender<NodeMsg>,
+    pub status: Arc<NodeStatus>,
+    pub waiters: Arc<Waiters>,
+    pub applied: watch::Receiver<u64>,
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub max_request_bytes: usize,
+    pub request_timeout: Duration,
+}
+
 struct Inner {
     tx: Sender<NodeMsg>,
     status: Arc<NodeStatus>,
@@ -40,27 +52,19 @@ struct Inner {
 }
 
 impl RaftHandle {
-    pub(crate) fn new(
-        tx: Sender<NodeMsg>,
-        status: Arc<NodeStatus>,
-        waiters: Arc<Waiters>,
-        applied: watch::Receiver<u64>,
-        member_id: u64,
-        cluster_id: u64,
-        max_request_bytes: usize,
-        request_timeout: Duration,
-    ) -> RaftHandle {
+    pub(crate) fn new(parts: HandleParts) -> RaftHandle {
+        let member_id = parts.member_id;
         RaftHandle {
             inner: Arc::new(Inner {
-                tx,
-                status,
-                waiters,
-                applied,
+                tx: parts.tx,
+                status: parts.status,
+                waiters: parts.waiters,
+                applied: parts.applied,
                 ids: IdGenerator::new(member_id),
                 member_id,
-                cluster_id,
-                max_request_bytes,
-                request_timeout,
+                cluster_id: parts.cluster_id,
+                max_request_bytes: parts.max_request_bytes,
+                request_timeout: parts.request_timeout,
             }),
         }
     }

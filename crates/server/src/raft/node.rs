@@ -21,7 +21,7 @@ pub enum NodeMsg {
         id: u64,
         data: Vec<u8>,
     },
-    ReadIndex(oneshot::Sender<Result<u64, EtcdError>>),
+    ReadIndex(ReadWaiter),
     /// The apply loop has applied everything up to this index.
     Applied(u64),
     /// Raft messages from peers.
@@ -38,6 +38,10 @@ pub struct NodeStatus {
     pub last_index: AtomicU64,
     pub is_leader: std::sync::atomic::AtomicBool,
 }
+
+type ReadWaiter = oneshot::Sender<Result<u64, EtcdError>>;
+/// Reads waiting for the ReadIndex round identified by its context bytes.
+type PendingReads = HashMap<Vec<u8>, Vec<ReadWaiter>>;
 
 /// Committed entries travel to the apply loop in the order raft committed them.
 pub type ApplySender = Sender<Vec<Entry>>;
@@ -62,8 +66,7 @@ impl NodeLoop {
     pub fn run(mut self) {
         let mut next_tick = Instant::now() + self.tick;
         let mut read_seq: u64 = 0;
-        let mut pending_reads: HashMap<Vec<u8>, Vec<oneshot::Sender<Result<u64, EtcdError>>>> =
-            HashMap::new();
+        let mut pending_reads: PendingReads = HashMap::new();
         let mut new_reads = Vec::new();
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
@@ -113,7 +116,7 @@ impl NodeLoop {
     fn handle(
         &mut self,
         m: NodeMsg,
-        new_reads: &mut Vec<oneshot::Sender<Result<u64, EtcdError>>>,
+        new_reads: &mut Vec<ReadWaiter>,
     ) -> bool {
         match m {
             NodeMsg::Propose { id, data } => {
@@ -149,7 +152,7 @@ impl NodeLoop {
 
     fn on_ready(
         &mut self,
-        pending_reads: &mut HashMap<Vec<u8>, Vec<oneshot::Sender<Result<u64, EtcdError>>>>,
+        pending_reads: &mut PendingReads,
     ) -> anyhow::Result<()> {
         if !self.node.has_ready() {
             return Ok(());

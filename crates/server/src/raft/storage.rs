@@ -90,10 +90,16 @@ impl WalStorage {
         let mut meta = SnapshotMetadata::default();
         meta.set_conf_state(conf_state.clone());
         batch.put_message(GROUP, KEY_SNAPSHOT_META.to_vec(), &meta)?;
+        // etcd bootstraps its log at term 1, so the first election lands on term 2; starting
+        // from the same term keeps `raft_term` in responses identical to etcd's.
+        let mut hs = HardState::default();
+        hs.term = 1;
+        batch.put_message(GROUP, KEY_HARD_STATE.to_vec(), &hs)?;
         self.engine.write(&mut batch, true)?;
         let mut c = self.cached.write();
         c.conf_state = conf_state;
         c.snapshot_meta = meta;
+        c.hard_state = hs;
         Ok(())
     }
 
