@@ -8,7 +8,9 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::serve::ListenerExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 
 use crate::config::Url;
 use crate::server::EtcdServer;
@@ -70,13 +72,40 @@ pub async fn bind(url: &Url) -> anyhow::Result<tokio::net::TcpListener> {
         .map_err(|e| anyhow::anyhow!("listen tcp {addr}: {e}"))
 }
 
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    server: Arc<EtcdServer>,
-) -> std::io::Result<()> {
-    let listener = listener.tap_io(|tcp| {
+/// Serves one client listener until it fails. HTTP/1.1 and h2c share the port; HTTP/2 allows as
+/// many concurrent streams as the client opens, as etcd's gRPC server does, so one connection can
+/// carry thousands of watches.
+pub async fn serve(listener: tokio::net::TcpListener, server: Arc<EtcdServer>) -> std::io::Result<()> {
+    let app = router(server);
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) if is_transient_accept_error(&e) => {
+                // Out of file descriptors or a connection reset before accept: back off, retry.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         // Small request/response pairs: Nagle's algorithm would only add latency.
         let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(server)).await
+        let svc = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http2().max_concurrent_streams(u32::MAX);
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                .await
+            {
+                tracing::debug!("client connection closed: {e}");
+            }
+        });
+    }
+}
+
+fn is_transient_accept_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted | WouldBlock)
+        || e.raw_os_error() == Some(24) // EMFILE
+        || e.raw_os_error() == Some(23) // ENFILE
 }
