@@ -42,8 +42,8 @@ fn put_stream(
                 &value,
                 "-w",
                 "json",
-                "--command-timeout=3s",
-                "--dial-timeout=1s",
+                "--command-timeout=5s",
+                "--dial-timeout=2s",
             ],
         );
         if out.code != 0 {

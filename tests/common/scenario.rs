@@ -291,6 +291,26 @@ pub fn reference<S: Runnable>(name: &str, scenario: &S) -> Arc<Vec<StepResult>> 
         .clone()
 }
 
+/// Shortens long lines to `width` characters and texts to `lines` lines, for reports.
+pub fn clip(text: &str, width: usize, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    let mut out = String::new();
+    for line in all.iter().take(lines) {
+        let n = line.chars().count();
+        if n > width {
+            let head: String = line.chars().take(width).collect();
+            out.push_str(&format!("{head}... ({} more characters)\n", n - width));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if all.len() > lines {
+        out.push_str(&format!("... ({} more lines)\n", all.len() - lines));
+    }
+    out
+}
+
 /// Compares two runs step by step; `Err` holds a readable report of every differing step.
 pub fn check(
     name: &str,
@@ -312,12 +332,13 @@ pub fn check(
         if bad.len() > 12 {
             continue;
         }
-        report.push_str(&format!("\n=== step {}: {}\n", i + 1, g.command));
+        report.push_str(&format!(
+            "\n=== step {}: {}\n",
+            i + 1,
+            clip(&g.command, 300, 1)
+        ));
         if let Some(stdin) = &g.stdin {
-            report.push_str(&format!("--- stdin ---\n{stdin}"));
-            if !stdin.ends_with('\n') {
-                report.push('\n');
-            }
+            report.push_str(&format!("--- stdin ---\n{}", clip(stdin, 200, 30)));
         }
         if e.norm.code != g.norm.code {
             report.push_str(&format!(
@@ -332,7 +353,7 @@ pub fn check(
             if a != b {
                 report.push_str(&format!(
                     "--- {what} (- {expected_setup}, + {got_setup}; normalised) ---\n{}",
-                    diff(a, b)
+                    clip(&diff(a, b), 2000, 200)
                 ));
             }
         }
@@ -387,6 +408,15 @@ pub fn compare<S: Runnable>(name: &str, target: Target, f: fn() -> S) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clip_shortens() {
+        assert_eq!(
+            clip("abcdef\nx\ny\n", 3, 2),
+            "abc... (3 more characters)\nx\n... (1 more lines)\n"
+        );
+        assert_eq!(clip("ab", 3, 2), "ab\n");
+    }
 
     #[test]
     fn split_handles_quotes() {

@@ -37,6 +37,7 @@ pub struct Cli {
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Global Options")]
 pub struct GlobalArgs {
     /// gRPC endpoints
     #[arg(
@@ -233,6 +234,27 @@ pub enum Command {
         #[command(subcommand)]
         cmd: SnapshotCmd,
     },
+    /// Enable or disable authentication
+    #[command(override_usage = "oxctl auth <enable or disable>")]
+    Auth {
+        #[command(subcommand)]
+        cmd: AuthCmd,
+    },
+    /// User related commands
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+    /// Role related commands
+    Role {
+        #[command(subcommand)]
+        cmd: RoleCmd,
+    },
+    #[command(
+        about = "Transfers leadership to another etcd cluster member.",
+        override_usage = "oxctl move-leader <transferee-member-id>"
+    )]
+    MoveLeader(Rest),
     /// Prints the version of etcdctl
     Version(Rest),
 }
@@ -240,6 +262,7 @@ pub enum Command {
 /// Positional arguments only; etcdctl checks their number itself.
 #[derive(Args, Debug)]
 pub struct Rest {
+    #[arg(hide = true)]
     pub args: Vec<String>,
 }
 
@@ -273,6 +296,7 @@ pub struct PutArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
     pub ignore_lease: bool,
+    #[arg(hide = true)]
     pub args: Vec<String>,
 }
 
@@ -283,10 +307,10 @@ pub struct GetArgs {
     #[arg(long, default_value = "l")]
     pub consistency: String,
     /// Order of results; ASCEND or DESCEND (ASCEND by default)
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub order: String,
     /// Sort target; CREATE, KEY, MODIFY, VALUE, or VERSION
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub sort_by: String,
     /// Maximum number of results
     #[arg(long, default_value = "0", value_parser = go_int, allow_negative_numbers = true)]
@@ -314,6 +338,7 @@ pub struct GetArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
     pub print_value_only: bool,
+    #[arg(hide = true)]
     pub args: Vec<String>,
 }
 
@@ -332,6 +357,7 @@ pub struct DelArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
     pub from_key: bool,
+    #[arg(hide = true)]
     pub args: Vec<String>,
 }
 
@@ -349,6 +375,7 @@ pub struct TxnArgs {
           default_missing_value = "true", default_value = "false", value_parser = go_bool,
           action = ArgAction::Set)]
     pub interactive: bool,
+    #[arg(hide = true)]
     pub args: Vec<String>,
 }
 
@@ -359,7 +386,7 @@ pub struct CompactionArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
     pub physical: bool,
-    #[arg(allow_negative_numbers = true)]
+    #[arg(allow_negative_numbers = true, hide = true)]
     pub args: Vec<String>,
 }
 
@@ -388,6 +415,7 @@ pub struct WatchArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
     pub progress_notify: bool,
+    #[arg(hide = true)]
     pub args: Vec<String>,
 }
 
@@ -418,6 +446,7 @@ pub struct TimeToLiveArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
     pub keys: bool,
+    #[arg(hide = true)]
     pub args: Vec<String>,
 }
 
@@ -427,6 +456,7 @@ pub struct KeepAliveArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
     pub once: bool,
+    #[arg(hide = true)]
     pub args: Vec<String>,
 }
 
@@ -450,15 +480,70 @@ pub enum EndpointCmd {
     /// When --write-out is set to simple, this command prints out comma-separated status lists for each endpoint.
     /// The items in the lists are endpoint, ID, version, db size, is leader, is learner, raft term, raft index, raft applied index, errors.
     Status(Rest),
+    /// Prints the KV history hash for each endpoint in --endpoints
+    Hashkv(HashKvArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct HashKvArgs {
+    /// maximum revision to hash (default: all revisions)
+    #[arg(long, default_value = "0", value_parser = go_int, allow_negative_numbers = true)]
+    pub rev: i64,
+    #[arg(hide = true)]
+    pub args: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum MemberCmd {
+    /// Adds a member into the cluster
+    #[command(override_usage = "oxctl member add <memberName> [options]")]
+    Add(MemberAddArgs),
+    /// Removes a member from the cluster
+    #[command(override_usage = "oxctl member remove <memberID>")]
+    Remove(Rest),
+    /// Updates a member in the cluster
+    #[command(override_usage = "oxctl member update <memberID> [options]")]
+    Update(MemberUpdateArgs),
+    /// Promotes a non-voting member in the cluster
+    ///
+    /// Promotes a non-voting learner member to a voting one in the cluster.
+    #[command(override_usage = "oxctl member promote <memberID>")]
+    Promote(Rest),
     /// Lists all members in the cluster
     ///
     /// When --write-out is set to simple, this command prints out comma-separated member lists for each endpoint.
     /// The items in the lists are ID, Status, Name, Peer Addrs, Client Addrs, Is Learner.
     List(Rest),
+}
+
+#[derive(Args, Debug)]
+pub struct MemberAddArgs {
+    #[arg(
+        long,
+        default_value = "",
+        hide_default_value = true,
+        help = "comma separated peer URLs for the new member."
+    )]
+    pub peer_urls: String,
+    /// indicates if the new member is raft learner
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub learner: bool,
+    #[arg(hide = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct MemberUpdateArgs {
+    #[arg(
+        long,
+        default_value = "",
+        hide_default_value = true,
+        help = "comma separated peer URLs for the updated member."
+    )]
+    pub peer_urls: String,
+    #[arg(hide = true)]
+    pub args: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -475,6 +560,7 @@ pub struct DefragArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
     pub cluster: bool,
+    #[arg(hide = true)]
     pub args: Vec<String>,
 }
 
@@ -483,4 +569,124 @@ pub enum SnapshotCmd {
     /// Stores an etcd node backend snapshot to a given file
     #[command(override_usage = "oxctl snapshot save <filename>")]
     Save(Rest),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuthCmd {
+    /// Enables authentication
+    Enable(Rest),
+    /// Disables authentication
+    Disable(Rest),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Adds a new user
+    #[command(override_usage = "oxctl user add <user name or user:password> [options]")]
+    Add(UserAddArgs),
+    /// Deletes a user
+    #[command(override_usage = "oxctl user delete <user name>")]
+    Delete(Rest),
+    /// Gets detailed information of a user
+    #[command(override_usage = "oxctl user get <user name> [options]")]
+    Get(UserGetArgs),
+    /// Lists all users
+    List(Rest),
+    /// Changes password of user
+    #[command(override_usage = "oxctl user passwd <user name> [options]")]
+    Passwd(UserPasswdArgs),
+    /// Grants a role to a user
+    #[command(override_usage = "oxctl user grant-role <user name> <role name>")]
+    GrantRole(Rest),
+    /// Revokes a role from a user
+    #[command(override_usage = "oxctl user revoke-role <user name> <role name>")]
+    RevokeRole(Rest),
+}
+
+#[derive(Args, Debug)]
+pub struct UserAddArgs {
+    /// Read password from stdin instead of interactive terminal
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "true", value_parser = go_bool, action = ArgAction::Set)]
+    pub interactive: bool,
+    /// Supply password from the command line flag
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub new_user_password: String,
+    /// Create a user without password (CN based auth only)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub no_password: bool,
+    #[arg(hide = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct UserGetArgs {
+    /// Show permissions of roles granted to the user
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub detail: bool,
+    #[arg(hide = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct UserPasswdArgs {
+    /// If true, read password from stdin instead of interactive terminal
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "true", value_parser = go_bool, action = ArgAction::Set)]
+    pub interactive: bool,
+    #[arg(hide = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RoleCmd {
+    /// Adds a new role
+    #[command(override_usage = "oxctl role add <role name>")]
+    Add(Rest),
+    /// Deletes a role
+    #[command(override_usage = "oxctl role delete <role name>")]
+    Delete(Rest),
+    /// Gets detailed information of a role
+    #[command(override_usage = "oxctl role get <role name>")]
+    Get(Rest),
+    /// Lists all roles
+    List(Rest),
+    /// Grants a key to a role
+    #[command(
+        override_usage = "oxctl role grant-permission [options] <role name> <permission type> <key> [endkey]"
+    )]
+    GrantPermission(PermArgs),
+    /// Revokes a key from a role
+    #[command(override_usage = "oxctl role revoke-permission <role name> <key> [endkey]")]
+    RevokePermission(RevokePermArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PermArgs {
+    /// grant a prefix permission
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub prefix: bool,
+    /// grant a permission of keys that are greater than or equal to the given key using byte compare
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub from_key: bool,
+    #[arg(hide = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RevokePermArgs {
+    /// revoke a prefix permission
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub prefix: bool,
+    /// revoke a permission of keys that are greater than or equal to the given key using byte compare
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub from_key: bool,
+    #[arg(hide = true)]
+    pub args: Vec<String>,
 }

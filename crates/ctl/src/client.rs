@@ -19,8 +19,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Code, Request, Status};
 
 use crate::error::{
-    CtlError, Result, DEADLINE_EXCEEDED, EXIT_BAD_ARGS, EXIT_BAD_CONNECTION,
-    EXIT_ERROR,
+    CtlError, Result, DEADLINE_EXCEEDED, EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, EXIT_ERROR,
 };
 use crate::global::ClientConfig;
 
@@ -81,7 +80,10 @@ fn tls_config(t: &crate::global::TlsConfig) -> Result<ClientTlsConfig> {
             c = c.identity(Identity::from_pem(read_pem(cert)?, read_pem(key)?));
         }
         (Some(_), None) | (None, Some(_)) => {
-            return Err(CtlError::new(EXIT_BAD_ARGS, "open : no such file or directory"));
+            return Err(CtlError::new(
+                EXIT_BAD_ARGS,
+                "open : no such file or directory",
+            ));
         }
         (None, None) => {}
     }
@@ -119,7 +121,9 @@ impl Client {
                 .map_err(|e| CtlError::new(EXIT_BAD_ARGS, format!("invalid endpoint {ep}: {e}")))?
                 .connect_timeout(cfg.dial_timeout)
                 .tcp_nodelay(true)
-                .http2_keep_alive_interval(cfg.keepalive_time)
+                // grpc-go raises keepalive pings to at least 10s; faster
+                // pings make etcd close the connection ("too many pings").
+                .http2_keep_alive_interval(cfg.keepalive_time.max(Duration::from_secs(10)))
                 .keep_alive_timeout(cfg.keepalive_timeout);
             if url.starts_with("https://") {
                 endpoint = endpoint.tls_config(tls_config(&cfg.tls)?).map_err(|e| {
@@ -276,6 +280,52 @@ macro_rules! unary {
 
 impl Client {
     unary!(range, KvClient, RangeRequest, RangeResponse);
+    unary!(auth_enable, AuthClient, AuthEnableRequest, AuthEnableResponse);
+    unary!(auth_disable, AuthClient, AuthDisableRequest, AuthDisableResponse);
+    unary!(user_add, AuthClient, AuthUserAddRequest, AuthUserAddResponse);
+    unary!(user_get, AuthClient, AuthUserGetRequest, AuthUserGetResponse);
+    unary!(user_list, AuthClient, AuthUserListRequest, AuthUserListResponse);
+    unary!(user_delete, AuthClient, AuthUserDeleteRequest, AuthUserDeleteResponse);
+    unary!(user_change_password, AuthClient, AuthUserChangePasswordRequest, AuthUserChangePasswordResponse);
+    unary!(user_grant_role, AuthClient, AuthUserGrantRoleRequest, AuthUserGrantRoleResponse);
+    unary!(user_revoke_role, AuthClient, AuthUserRevokeRoleRequest, AuthUserRevokeRoleResponse);
+    unary!(role_add, AuthClient, AuthRoleAddRequest, AuthRoleAddResponse);
+    unary!(role_get, AuthClient, AuthRoleGetRequest, AuthRoleGetResponse);
+    unary!(role_list, AuthClient, AuthRoleListRequest, AuthRoleListResponse);
+    unary!(role_delete, AuthClient, AuthRoleDeleteRequest, AuthRoleDeleteResponse);
+    unary!(role_grant_permission, AuthClient, AuthRoleGrantPermissionRequest, AuthRoleGrantPermissionResponse);
+    unary!(role_revoke_permission, AuthClient, AuthRoleRevokePermissionRequest, AuthRoleRevokePermissionResponse);
+    unary!(
+        member_add,
+        ClusterClient,
+        MemberAddRequest,
+        MemberAddResponse
+    );
+    unary!(
+        member_remove,
+        ClusterClient,
+        MemberRemoveRequest,
+        MemberRemoveResponse
+    );
+    unary!(
+        member_update,
+        ClusterClient,
+        MemberUpdateRequest,
+        MemberUpdateResponse
+    );
+    unary!(
+        member_promote,
+        ClusterClient,
+        MemberPromoteRequest,
+        MemberPromoteResponse
+    );
+    unary!(
+        move_leader,
+        MaintenanceClient,
+        MoveLeaderRequest,
+        MoveLeaderResponse
+    );
+    unary!(hash_kv, MaintenanceClient, HashKvRequest, HashKvResponse);
     unary!(put, KvClient, PutRequest, PutResponse);
     unary!(
         delete_range,

@@ -35,7 +35,10 @@ impl TlsConfig {
     /// etcdctl uses TLS as soon as any TLS file is given, or when plain
     /// text is refused with `--insecure-transport=false`.
     pub fn wanted(&self) -> bool {
-        self.cacert.is_some() || self.cert.is_some() || self.key.is_some() || !self.insecure_transport
+        self.cacert.is_some()
+            || self.cert.is_some()
+            || self.key.is_some()
+            || !self.insecure_transport
     }
 }
 
@@ -109,7 +112,7 @@ fn auth_from(g: &GlobalArgs) -> Result<Option<(String, String)>> {
 }
 
 /// Reads a password without echo when stdin is a terminal (like speakeasy).
-fn prompt_password(prompt: &str) -> std::result::Result<String, String> {
+pub fn prompt_password(prompt: &str) -> std::result::Result<String, String> {
     let mut so = std::io::stdout();
     let _ = so.write_all(prompt.as_bytes());
     let _ = so.flush();

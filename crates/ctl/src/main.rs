@@ -38,6 +38,10 @@ async fn dispatch(cli: &Cli) -> Result<()> {
         Command::Alarm { cmd } => cmd::alarm::run(g, cmd).await,
         Command::Defrag(a) => cmd::defrag::run(g, a).await,
         Command::Snapshot { cmd } => cmd::snapshot::run(g, cmd, command_timeout_set()).await,
+        Command::Auth { cmd } => cmd::auth::run(g, cmd).await,
+        Command::User { cmd } => cmd::user::run(g, cmd).await,
+        Command::Role { cmd } => cmd::role::run(g, cmd).await,
+        Command::MoveLeader(a) => cmd::move_leader::run(g, a).await,
         Command::Version(_) => {
             cmd::version::run();
             Ok(())

@@ -23,7 +23,23 @@ fn use_and_long(path: &[&str]) -> (String, &'static str) {
             "watch [options] [key or prefix] [range_end] [--] [exec-command arg1 arg2 ...]",
             "",
         ),
-        ["lease"] | ["endpoint"] | ["member"] | ["alarm"] | ["snapshot"] => ("", ""),
+        ["lease"] | ["endpoint"] | ["member"] | ["alarm"] | ["snapshot"] | ["user"] | ["role"] => {
+            ("", "")
+        }
+        ["auth"] => ("auth <enable or disable>", ""),
+        ["user", "add"] => ("add <user name or user:password> [options]", ""),
+        ["user", "delete"] => ("delete <user name>", ""),
+        ["user", "get"] => ("get <user name> [options]", ""),
+        ["user", "passwd"] => ("passwd <user name> [options]", ""),
+        ["user", "grant-role"] => ("grant-role <user name> <role name>", ""),
+        ["user", "revoke-role"] => ("revoke-role <user name> <role name>", ""),
+        ["role", "add"] => ("add <role name>", ""),
+        ["role", "delete"] => ("delete <role name>", ""),
+        ["role", "get"] => ("get <role name>", ""),
+        ["role", "grant-permission"] => {
+            ("grant-permission [options] <role name> <permission type> <key> [endkey]", "")
+        }
+        ["role", "revoke-permission"] => ("revoke-permission <role name> <key> [endkey]", ""),
         ["lease", "grant"] => ("grant <ttl>", ""),
         ["lease", "revoke"] => ("revoke <leaseID>", ""),
         ["lease", "timetolive"] => ("timetolive <leaseID> [options]", ""),
@@ -31,6 +47,11 @@ fn use_and_long(path: &[&str]) -> (String, &'static str) {
         ["endpoint", "status"] => ("status", STATUS_LONG),
         ["member", "list"] => ("list", MEMBER_LIST_LONG),
         ["snapshot", "save"] => ("save <filename>", ""),
+        ["member", "add"] => ("add <memberName> [options]", ""),
+        ["member", "remove"] => ("remove <memberID>", ""),
+        ["member", "update"] => ("update <memberID> [options]", ""),
+        ["member", "promote"] => ("promote <memberID>", PROMOTE_LONG),
+        ["move-leader"] => ("move-leader <transferee-member-id>", ""),
         _ => ("", ""),
     };
     let name = path.last().copied().unwrap_or("etcdctl");
@@ -72,6 +93,8 @@ will store the content of the file to <key>.
 const STATUS_LONG: &str = "When --write-out is set to simple, this command prints out comma-separated status lists for each endpoint.
 The items in the lists are endpoint, ID, version, db size, is leader, is learner, raft term, raft index, raft applied index, errors.
 ";
+
+const PROMOTE_LONG: &str = "Promotes a non-voting learner member to a voting one in the cluster.\n";
 
 const MEMBER_LIST_LONG: &str = "When --write-out is set to simple, this command prints out comma-separated member lists for each endpoint.
 The items in the lists are ID, Status, Name, Peer Addrs, Client Addrs, Is Learner.

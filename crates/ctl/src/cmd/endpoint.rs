@@ -4,13 +4,13 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
-use oxcd_api::etcdserverpb::{MemberListRequest, RangeRequest, StatusRequest};
+use oxcd_api::etcdserverpb::{HashKvRequest, MemberListRequest, RangeRequest, StatusRequest};
 
 use crate::cli::{EndpointArgs, EndpointCmd, GlobalArgs};
 use crate::client::Client;
 use crate::error::{CtlError, Result, EXIT_ERROR};
 use crate::global::{client_config, display_from};
-use crate::print::{errln, EpHealth, EpStatus};
+use crate::print::{errln, EpHashKv, EpHealth, EpStatus};
 
 const PERMISSION_DENIED: &str = "etcdserver: permission denied";
 
@@ -18,6 +18,7 @@ pub async fn run(g: &GlobalArgs, a: &EndpointArgs) -> Result<()> {
     match &a.cmd {
         EndpointCmd::Health(_) => health(g, a.cluster).await,
         EndpointCmd::Status(_) => status(g, a.cluster).await,
+        EndpointCmd::Hashkv(h) => hashkv(g, a.cluster, h.rev).await,
     }
 }
 
@@ -132,4 +133,32 @@ async fn status(g: &GlobalArgs, cluster: bool) -> Result<()> {
         return Err(CtlError::silent(EXIT_ERROR));
     }
     Ok(())
+}
+
+async fn hashkv(g: &GlobalArgs, cluster: bool, rev: i64) -> Result<()> {
+    let (c, d) = super::client(g).await?;
+    let eps = endpoints(g, cluster).await?;
+    let mut list = Vec::new();
+    let mut last_err = None;
+    for ep in eps {
+        let res = match c.for_endpoint(&ep) {
+            Ok(one) => one.hash_kv(HashKvRequest { revision: rev }).await,
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(resp) => list.push(EpHashKv { ep, resp }),
+            Err(e) => {
+                errln(&format!(
+                    "Failed to get the hash of endpoint {ep} ({})",
+                    e.msg
+                ));
+                last_err = Some(e);
+            }
+        }
+    }
+    d.endpoint_hashkv(&list)?;
+    match last_err {
+        Some(e) => Err(e.with_code(EXIT_ERROR)),
+        None => Ok(()),
+    }
 }

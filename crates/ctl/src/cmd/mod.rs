@@ -3,6 +3,7 @@
 //! checks after the response when etcdctl does them there).
 
 pub mod alarm;
+pub mod auth;
 pub mod compaction;
 pub mod defrag;
 pub mod del;
@@ -10,9 +11,12 @@ pub mod endpoint;
 pub mod get;
 pub mod lease;
 pub mod member;
+pub mod move_leader;
 pub mod put;
+pub mod role;
 pub mod snapshot;
 pub mod txn;
+pub mod user;
 pub mod version;
 pub mod watch;
 

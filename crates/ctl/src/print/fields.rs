@@ -159,3 +159,12 @@ pub fn alarm(r: &AlarmResponse) {
         outln("");
     }
 }
+
+pub fn endpoint_hashkv(list: &[super::EpHashKv]) {
+    for h in list {
+        hdr(&header(&h.resp.header));
+        outln(&format!("\"Endpoint\" : {}", quote(h.ep.as_bytes())));
+        outln(&format!("\"Hash\" : {}", h.resp.hash));
+        outln("");
+    }
+}

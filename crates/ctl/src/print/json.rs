@@ -305,6 +305,41 @@ pub fn member_list(r: &MemberListResponse) -> String {
         .done()
 }
 
+pub fn member_add(r: &oxcd_api::etcdserverpb::MemberAddResponse) -> String {
+    Obj::new()
+        .opt("header", opt_header(&r.header))
+        .opt("member", r.member.as_ref().map(member))
+        .list("members", r.members.iter().map(member).collect())
+        .done()
+}
+
+/// Remove/update/promote responses: a header and the new member list.
+pub fn members_only(h: &Option<ResponseHeader>, members: &[Member]) -> String {
+    Obj::new()
+        .opt("header", opt_header(h))
+        .list("members", members.iter().map(member).collect())
+        .done()
+}
+
+/// HashKVResponse as etcd 3.4 knows it.
+pub fn endpoint_hashkv(list: &[super::EpHashKv]) -> String {
+    array(
+        list.iter()
+            .map(|h| {
+                let inner = Obj::new()
+                    .opt("header", opt_header(&h.resp.header))
+                    .int("hash", h.resp.hash, true)
+                    .int("compact_revision", h.resp.compact_revision, true)
+                    .done();
+                Obj::new()
+                    .str("Endpoint", &h.ep, false)
+                    .raw("HashKV", &inner)
+                    .done()
+            })
+            .collect(),
+    )
+}
+
 /// StatusResponse as etcd 3.4 knows it.
 fn status(r: &StatusResponse) -> String {
     Obj::new()

@@ -3,6 +3,7 @@
 //! renders it in the chosen format or fails the way etcdctl does when a
 //! format does not support that response.
 
+pub mod auth;
 pub mod fields;
 pub mod json;
 pub mod protobuf;
@@ -15,6 +16,10 @@ use oxcd_api::etcdserverpb::{
     AlarmResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse,
     LeaseLeasesResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse, MemberListResponse,
     PutResponse, RangeResponse, ResponseHeader, StatusResponse, TxnResponse, WatchResponse,
+};
+use oxcd_api::etcdserverpb::{
+    HashKvResponse, MemberAddResponse, MemberPromoteResponse, MemberRemoveResponse,
+    MemberUpdateResponse, MoveLeaderResponse,
 };
 
 use crate::error::{CtlError, Result, EXIT_BAD_FEATURE};
@@ -65,6 +70,12 @@ pub struct EpHealth {
     pub error: String,
 }
 
+/// One endpoint's `endpoint hashkv` result.
+pub struct EpHashKv {
+    pub ep: String,
+    pub resp: HashKvResponse,
+}
+
 /// Renders responses to stdout in the selected format.
 pub struct Display {
     pub format: Format,
@@ -73,17 +84,23 @@ pub struct Display {
     pub value_only: bool,
 }
 
-/// Writes bytes to stdout; output errors (closed pipe) end the process
-/// quietly like Go's ignored write errors would keep going, so we just drop.
+/// Writes bytes to stdout. A reader that went away (`| head`) ends the
+/// process the way SIGPIPE ends etcdctl (shell status 141), so endless
+/// commands like `watch` do not keep running into a closed pipe.
 pub fn out(b: &[u8]) {
     let mut o = std::io::stdout().lock();
-    let _ = o.write_all(b);
+    if let Err(e) = o.write_all(b).and_then(|_| o.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+    }
 }
 
 pub fn outln(s: &str) {
-    let mut o = std::io::stdout().lock();
-    let _ = o.write_all(s.as_bytes());
-    let _ = o.write_all(b"\n");
+    let mut line = Vec::with_capacity(s.len() + 1);
+    line.extend_from_slice(s.as_bytes());
+    line.push(b'\n');
+    out(&line);
 }
 
 pub fn errln(s: &str) {
@@ -93,7 +110,7 @@ pub fn errln(s: &str) {
     let _ = e.write_all(b"\n");
 }
 
-fn unsupported(f: Format) -> CtlError {
+pub(crate) fn unsupported(f: Format) -> CtlError {
     CtlError::new(
         EXIT_BAD_FEATURE,
         format!("{} not supported as output format", f.name()),
@@ -258,6 +275,74 @@ impl Display {
         Ok(())
     }
 
+    /// The membership changes: simple, json and protobuf only.
+    fn member_change<M: prost::Message>(&self, simple: String, json: String, r: &M) -> Result<()> {
+        match self.format {
+            Format::Simple => outln(&simple),
+            Format::Json => outln(&json),
+            Format::Protobuf => protobuf::message(r),
+            Format::Fields | Format::Table => return Err(unsupported(self.format)),
+        }
+        Ok(())
+    }
+
+    pub fn member_add(&self, r: &MemberAddResponse) -> Result<()> {
+        let id = r.member.as_ref().map(|m| m.id).unwrap_or(0);
+        let simple = format!(
+            "Member {:16x} added to cluster {:16x}",
+            id,
+            hdr(&r.header).cluster_id
+        );
+        self.member_change(simple, json::member_add(r), r)
+    }
+
+    pub fn member_remove(&self, id: u64, r: &MemberRemoveResponse) -> Result<()> {
+        let simple = format!(
+            "Member {:16x} removed from cluster {:16x}",
+            id,
+            hdr(&r.header).cluster_id
+        );
+        self.member_change(simple, json::members_only(&r.header, &r.members), r)
+    }
+
+    pub fn member_update(&self, id: u64, r: &MemberUpdateResponse) -> Result<()> {
+        let simple = format!(
+            "Member {:16x} updated in cluster {:16x}",
+            id,
+            hdr(&r.header).cluster_id
+        );
+        self.member_change(simple, json::members_only(&r.header, &r.members), r)
+    }
+
+    pub fn member_promote(&self, id: u64, r: &MemberPromoteResponse) -> Result<()> {
+        let simple = format!(
+            "Member {:16x} promoted in cluster {:16x}",
+            id,
+            hdr(&r.header).cluster_id
+        );
+        self.member_change(simple, json::members_only(&r.header, &r.members), r)
+    }
+
+    pub fn move_leader(&self, leader: u64, target: u64, r: &MoveLeaderResponse) -> Result<()> {
+        let simple = format!("Leadership transferred from {leader:x} to {target:x}");
+        self.member_change(simple, json::header_only(&r.header), r)
+    }
+
+    pub fn endpoint_hashkv(&self, list: &[EpHashKv]) -> Result<()> {
+        match self.format {
+            Format::Simple => {
+                for row in rows::hashes(list) {
+                    outln(&row.join(", "));
+                }
+            }
+            Format::Json => outln(&json::endpoint_hashkv(list)),
+            Format::Fields => fields::endpoint_hashkv(list),
+            Format::Protobuf => return Err(unsupported(self.format)),
+            Format::Table => out(table::render(&rows::HASH_HDR, &rows::hashes(list)).as_bytes()),
+        }
+        Ok(())
+    }
+
     pub fn alarm(&self, r: &AlarmResponse) -> Result<()> {
         match self.format {
             Format::Simple => simple::alarm(r),
@@ -336,6 +421,14 @@ pub mod rows {
                     s.resp.errors.join(", "),
                 ]
             })
+            .collect()
+    }
+
+    pub const HASH_HDR: [&str; 2] = ["endpoint", "hash"];
+
+    pub fn hashes(list: &[super::EpHashKv]) -> Vec<Vec<String>> {
+        list.iter()
+            .map(|h| vec![h.ep.clone(), h.resp.hash.to_string()])
             .collect()
     }
 

@@ -92,8 +92,10 @@ impl WalStorage {
         batch.put_message(GROUP, KEY_SNAPSHOT_META.to_vec(), &meta)?;
         // etcd bootstraps its log at term 1, so the first election lands on term 2; starting
         // from the same term keeps `raft_term` in responses identical to etcd's.
-        let mut hs = HardState::default();
-        hs.term = 1;
+        let hs = HardState {
+            term: 1,
+            ..Default::default()
+        };
         batch.put_message(GROUP, KEY_HARD_STATE.to_vec(), &hs)?;
         self.engine.write(&mut batch, true)?;
         let mut c = self.cached.write();
@@ -257,11 +259,12 @@ mod tests {
     use raft::Storage;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = format!("e{index}").into_bytes().into();
-        e
+        Entry {
+            index,
+            term,
+            data: format!("e{index}").into_bytes().into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -277,9 +280,11 @@ mod tests {
         assert_eq!(s.first_index().unwrap(), 1);
         assert_eq!(s.last_index().unwrap(), 0);
         let ents: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
-        let mut hs = HardState::default();
-        hs.term = 1;
-        hs.commit = 5;
+        let hs = HardState {
+            term: 1,
+            commit: 5,
+            ..Default::default()
+        };
         s.append(&ents, Some(&hs), true).unwrap();
         assert_eq!(s.last_index().unwrap(), 10);
         assert_eq!(s.term(10).unwrap(), 1);
