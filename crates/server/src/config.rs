@@ -103,6 +103,15 @@ pub struct Flags {
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: u32,
 
+    /// Duration of periodic watch progress notifications (e.g. "10m", "500ms").
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m",
+        value_parser = parse_duration
+    )]
+    pub experimental_watch_progress_notify_interval: std::time::Duration,
+
     /// Log level: debug, info, warn, error, panic, or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -138,6 +147,7 @@ pub struct Config {
     pub max_txn_ops: u32,
     pub log_level: String,
     pub log_outputs: Vec<String>,
+    pub watch_progress_notify_interval: std::time::Duration,
 }
 
 /// A listen URL split into what the listener needs.
@@ -192,6 +202,11 @@ impl Url {
             format!("{host}:{}", self.port)
         }
     }
+}
+
+/// Go-style durations as etcd's flags take them ("10m", "1h30m", "250ms").
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
 fn split_list(s: &str) -> Vec<String> {
@@ -249,6 +264,9 @@ impl Config {
                 "invalid value {other:?} for flag --initial-cluster-state: valid values are \"new\", \"existing\""
             ),
         };
+        if f.experimental_watch_progress_notify_interval.is_zero() {
+            bail!("--experimental-watch-progress-notify-interval must be greater than 0");
+        }
         if f.heartbeat_interval == 0 {
             bail!("--heartbeat-interval must be greater than 0");
         }
@@ -302,6 +320,7 @@ impl Config {
             max_txn_ops: f.max_txn_ops,
             log_level: f.log_level,
             log_outputs: split_list(&f.log_outputs),
+            watch_progress_notify_interval: f.experimental_watch_progress_notify_interval,
         })
     }
 

@@ -153,6 +153,7 @@ impl EtcdServer {
         ));
         lessor.recover(store.leases()?, store.keys_with_lease()?);
         let watch_hub = WatchHub::new(store.clone());
+        watch_hub.set_progress_interval(cfg.watch_progress_notify_interval);
 
         let raft_cfg = raft::Config {
             id: info.local_id,

@@ -576,23 +576,25 @@ pub struct WatchStream {
     deferred_progress: bool,
 }
 
-fn fill_prev_kv(store: &MvccStore, events: &mut [Event]) {
-    for ev in events {
-        let Some(kv) = ev.kv.as_ref() else { continue };
-        // etcd skips creations: there is no previous value to find.
-        if ev.r#type == EventType::Put as i32 && kv.create_revision == kv.mod_revision {
-            continue;
-        }
-        if let Ok(Some(prev)) = store.kv_at(&kv.key, kv.mod_revision - 1) {
-            ev.prev_kv = Some(prev);
-        }
-    }
-}
-
+/// etcd looks prev_kv up for every event but a creation, which has no previous value.
 fn needs_prev_lookup(ev: &Event) -> bool {
     ev.kv.as_ref().is_some_and(|kv| {
         !(ev.r#type == EventType::Put as i32 && kv.create_revision == kv.mod_revision)
     })
+}
+
+/// The key's value just before each event; a lookup that fails (e.g. compacted) leaves it
+/// unset, as etcd does.
+fn fill_prev_kv(store: &MvccStore, events: &mut [Event]) {
+    for ev in events {
+        if !needs_prev_lookup(ev) {
+            continue;
+        }
+        let kv = ev.kv.as_ref().expect("checked by needs_prev_lookup");
+        if let Ok(Some(prev)) = store.kv_at(&kv.key, kv.mod_revision - 1) {
+            ev.prev_kv = Some(prev);
+        }
+    }
 }
 
 impl WatchStream {
