@@ -280,21 +280,96 @@ macro_rules! unary {
 
 impl Client {
     unary!(range, KvClient, RangeRequest, RangeResponse);
-    unary!(auth_enable, AuthClient, AuthEnableRequest, AuthEnableResponse);
-    unary!(auth_disable, AuthClient, AuthDisableRequest, AuthDisableResponse);
-    unary!(user_add, AuthClient, AuthUserAddRequest, AuthUserAddResponse);
-    unary!(user_get, AuthClient, AuthUserGetRequest, AuthUserGetResponse);
-    unary!(user_list, AuthClient, AuthUserListRequest, AuthUserListResponse);
-    unary!(user_delete, AuthClient, AuthUserDeleteRequest, AuthUserDeleteResponse);
-    unary!(user_change_password, AuthClient, AuthUserChangePasswordRequest, AuthUserChangePasswordResponse);
-    unary!(user_grant_role, AuthClient, AuthUserGrantRoleRequest, AuthUserGrantRoleResponse);
-    unary!(user_revoke_role, AuthClient, AuthUserRevokeRoleRequest, AuthUserRevokeRoleResponse);
-    unary!(role_add, AuthClient, AuthRoleAddRequest, AuthRoleAddResponse);
-    unary!(role_get, AuthClient, AuthRoleGetRequest, AuthRoleGetResponse);
-    unary!(role_list, AuthClient, AuthRoleListRequest, AuthRoleListResponse);
-    unary!(role_delete, AuthClient, AuthRoleDeleteRequest, AuthRoleDeleteResponse);
-    unary!(role_grant_permission, AuthClient, AuthRoleGrantPermissionRequest, AuthRoleGrantPermissionResponse);
-    unary!(role_revoke_permission, AuthClient, AuthRoleRevokePermissionRequest, AuthRoleRevokePermissionResponse);
+    unary!(
+        auth_enable,
+        AuthClient,
+        AuthEnableRequest,
+        AuthEnableResponse
+    );
+    unary!(
+        auth_disable,
+        AuthClient,
+        AuthDisableRequest,
+        AuthDisableResponse
+    );
+    unary!(
+        user_add,
+        AuthClient,
+        AuthUserAddRequest,
+        AuthUserAddResponse
+    );
+    unary!(
+        user_get,
+        AuthClient,
+        AuthUserGetRequest,
+        AuthUserGetResponse
+    );
+    unary!(
+        user_list,
+        AuthClient,
+        AuthUserListRequest,
+        AuthUserListResponse
+    );
+    unary!(
+        user_delete,
+        AuthClient,
+        AuthUserDeleteRequest,
+        AuthUserDeleteResponse
+    );
+    unary!(
+        user_change_password,
+        AuthClient,
+        AuthUserChangePasswordRequest,
+        AuthUserChangePasswordResponse
+    );
+    unary!(
+        user_grant_role,
+        AuthClient,
+        AuthUserGrantRoleRequest,
+        AuthUserGrantRoleResponse
+    );
+    unary!(
+        user_revoke_role,
+        AuthClient,
+        AuthUserRevokeRoleRequest,
+        AuthUserRevokeRoleResponse
+    );
+    unary!(
+        role_add,
+        AuthClient,
+        AuthRoleAddRequest,
+        AuthRoleAddResponse
+    );
+    unary!(
+        role_get,
+        AuthClient,
+        AuthRoleGetRequest,
+        AuthRoleGetResponse
+    );
+    unary!(
+        role_list,
+        AuthClient,
+        AuthRoleListRequest,
+        AuthRoleListResponse
+    );
+    unary!(
+        role_delete,
+        AuthClient,
+        AuthRoleDeleteRequest,
+        AuthRoleDeleteResponse
+    );
+    unary!(
+        role_grant_permission,
+        AuthClient,
+        AuthRoleGrantPermissionRequest,
+        AuthRoleGrantPermissionResponse
+    );
+    unary!(
+        role_revoke_permission,
+        AuthClient,
+        AuthRoleRevokePermissionRequest,
+        AuthRoleRevokePermissionResponse
+    );
     unary!(
         member_add,
         ClusterClient,

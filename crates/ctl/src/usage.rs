@@ -36,9 +36,10 @@ fn use_and_long(path: &[&str]) -> (String, &'static str) {
         ["role", "add"] => ("add <role name>", ""),
         ["role", "delete"] => ("delete <role name>", ""),
         ["role", "get"] => ("get <role name>", ""),
-        ["role", "grant-permission"] => {
-            ("grant-permission [options] <role name> <permission type> <key> [endkey]", "")
-        }
+        ["role", "grant-permission"] => (
+            "grant-permission [options] <role name> <permission type> <key> [endkey]",
+            "",
+        ),
         ["role", "revoke-permission"] => ("revoke-permission <role name> <key> [endkey]", ""),
         ["lease", "grant"] => ("grant <ttl>", ""),
         ["lease", "revoke"] => ("revoke <leaseID>", ""),
