@@ -150,8 +150,10 @@ impl Applier {
         batch.set_consistent_index(last_index, last_term);
         let revision = batch.revision();
         let durable = progress.last_durable.elapsed() >= DURABLE_INTERVAL;
+        let start = Instant::now();
         let events = batch.commit(durable)?;
         if durable {
+            crate::metrics::BACKEND_COMMIT.observe(start.elapsed().as_secs_f64());
             self.after_durable(last_index, progress)?;
         } else {
             progress.dirty = true;

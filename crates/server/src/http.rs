@@ -24,7 +24,22 @@ pub fn router(server: Arc<EtcdServer>) -> axum::Router {
         .route("/version", get(version))
         .route("/metrics", get(metrics))
         .with_state(server.clone());
-    crate::grpc::router(server).merge(http)
+    crate::grpc::router(server).merge(http).fallback(not_found)
+}
+
+/// Unknown gRPC methods get gRPC's Unimplemented; any other unknown path is a plain 404, as on
+/// etcd's client port.
+async fn not_found(req: axum::extract::Request) -> axum::response::Response {
+    let is_grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if is_grpc {
+        tonic::Status::unimplemented("").into_http()
+    } else {
+        (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
+    }
 }
 
 async fn health(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
@@ -50,7 +65,8 @@ async fn version() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], body)
 }
 
-async fn metrics() -> impl IntoResponse {
+async fn metrics(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
+    crate::metrics::refresh(&server);
     let encoder = prometheus::TextEncoder::new();
     let body = encoder
         .encode_to_string(&prometheus::gather())
@@ -75,7 +91,10 @@ pub async fn bind(url: &Url) -> anyhow::Result<tokio::net::TcpListener> {
 /// Serves one client listener until it fails. HTTP/1.1 and h2c share the port; HTTP/2 allows as
 /// many concurrent streams as the client opens, as etcd's gRPC server does, so one connection can
 /// carry thousands of watches.
-pub async fn serve(listener: tokio::net::TcpListener, server: Arc<EtcdServer>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    server: Arc<EtcdServer>,
+) -> std::io::Result<()> {
     let app = router(server);
     loop {
         let (tcp, _) = match listener.accept().await {

@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod http;
 pub mod lease;
 pub mod membership;
+pub mod metrics;
 pub mod mvcc;
 pub mod raft;
 pub mod server;

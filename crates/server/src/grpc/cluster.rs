@@ -68,8 +68,9 @@ impl Cluster for ClusterService {
             self.server.read_index().await?;
         }
         let members = self.server.membership.members().iter().map(to_pb).collect();
+        // Cluster responses carry no revision in etcd: membership is not part of the keyspace.
         Ok(Response::new(MemberListResponse {
-            header: Some(self.server.header()),
+            header: Some(self.server.header_at(0)),
             members,
         }))
     }

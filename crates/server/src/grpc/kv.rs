@@ -13,16 +13,21 @@ use oxcd_api::etcdserverpb::{
 };
 use tonic::{Request as GrpcRequest, Response, Status};
 
+use super::check_size;
 use crate::error::EtcdError;
 use crate::server::{ApplyResponse, EtcdServer};
 
 pub struct KvService {
     server: Arc<EtcdServer>,
+    max_recv: usize,
 }
 
 impl KvService {
     pub fn new(server: Arc<EtcdServer>) -> Self {
-        KvService { server }
+        KvService {
+            max_recv: super::max_recv_bytes(&server),
+            server,
+        }
     }
 }
 
@@ -147,11 +152,14 @@ fn check_branch_intervals(ops: &[RequestOp]) -> Result<(), EtcdError> {
 
 /// A read-only txn may skip the read barrier only if every range in it asks to.
 fn txn_is_serializable(r: &TxnRequest) -> bool {
-    r.success.iter().chain(r.failure.iter()).all(|op| match &op.request {
-        Some(Request::RequestRange(rr)) => rr.serializable,
-        Some(Request::RequestTxn(t)) => txn_is_serializable(t),
-        _ => true,
-    })
+    r.success
+        .iter()
+        .chain(r.failure.iter())
+        .all(|op| match &op.request {
+            Some(Request::RequestRange(rr)) => rr.serializable,
+            Some(Request::RequestTxn(t)) => txn_is_serializable(t),
+            _ => true,
+        })
 }
 
 #[tonic::async_trait]
@@ -161,6 +169,7 @@ impl Kv for KvService {
         req: GrpcRequest<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
         let r = req.into_inner();
+        check_size(&r, self.max_recv)?;
         check_range(&r)?;
         if !r.serializable {
             self.server.read_index().await?;
@@ -174,6 +183,7 @@ impl Kv for KvService {
 
     async fn put(&self, req: GrpcRequest<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let r = req.into_inner();
+        check_size(&r, self.max_recv)?;
         check_put(&r)?;
         let ir = InternalRaftRequest {
             put: Some(r),
@@ -190,6 +200,7 @@ impl Kv for KvService {
         req: GrpcRequest<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let r = req.into_inner();
+        check_size(&r, self.max_recv)?;
         check_delete(&r)?;
         let ir = InternalRaftRequest {
             delete_range: Some(r),
@@ -203,6 +214,7 @@ impl Kv for KvService {
 
     async fn txn(&self, req: GrpcRequest<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let r = req.into_inner();
+        check_size(&r, self.max_recv)?;
         check_txn(&r, self.server.cfg.max_txn_ops as usize)?;
         if crate::mvcc::is_txn_read_only(&r) {
             // Compares and reads from one snapshot need no raft entry, only the read barrier.

@@ -20,9 +20,29 @@ use crate::server::EtcdServer;
 /// --max-request-bytes through the transport so its own check can answer with its own error.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
+/// The transport accepts up to twice the limit so that `check_size` can refuse a message with
+/// grpc-go's own words, which clients and scripts match on, while memory stays bounded.
+const DECODE_SLACK: usize = 2;
+
+/// Refuses a request larger than the server's receive limit exactly as grpc-go does.
+pub fn check_size<M: prost::Message>(msg: &M, max_recv: usize) -> Result<(), tonic::Status> {
+    let len = msg.encoded_len();
+    if len > max_recv {
+        return Err(tonic::Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({len} vs. {max_recv})"
+        )));
+    }
+    Ok(())
+}
+
+/// The receive limit of the client port: --max-request-bytes plus gRPC overhead.
+pub fn max_recv_bytes(server: &EtcdServer) -> usize {
+    server.cfg.max_request_bytes as usize + GRPC_OVERHEAD_BYTES
+}
+
 /// Every gRPC service of the v3 API, as one axum router.
 pub fn router(server: Arc<EtcdServer>) -> axum::Router {
-    let max_recv = server.cfg.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
+    let max_recv = max_recv_bytes(&server) * DECODE_SLACK;
     let max_send = usize::MAX;
     let mut b = tonic::service::Routes::builder();
     b.add_service(

@@ -113,11 +113,7 @@ impl NodeLoop {
     }
 
     /// Returns false when the loop must stop.
-    fn handle(
-        &mut self,
-        m: NodeMsg,
-        new_reads: &mut Vec<ReadWaiter>,
-    ) -> bool {
+    fn handle(&mut self, m: NodeMsg, new_reads: &mut Vec<ReadWaiter>) -> bool {
         match m {
             NodeMsg::Propose { id, data } => {
                 if let Err(e) = self.node.propose(vec![], data) {
@@ -150,16 +146,16 @@ impl NodeLoop {
         true
     }
 
-    fn on_ready(
-        &mut self,
-        pending_reads: &mut PendingReads,
-    ) -> anyhow::Result<()> {
+    fn on_ready(&mut self, pending_reads: &mut PendingReads) -> anyhow::Result<()> {
         if !self.node.has_ready() {
             return Ok(());
         }
         let mut rd = self.node.ready();
         if let Some(ss) = rd.ss() {
-            self.status.leader.store(ss.leader_id, Ordering::Release);
+            let old = self.status.leader.swap(ss.leader_id, Ordering::AcqRel);
+            if old != ss.leader_id && ss.leader_id != raft::INVALID_ID {
+                crate::metrics::LEADER_CHANGES.inc();
+            }
             let leader = ss.raft_state == StateRole::Leader;
             let was_leader = self.status.is_leader.swap(leader, Ordering::AcqRel);
             if was_leader && !leader {

@@ -122,7 +122,11 @@ impl WalStorage {
             batch.put_message(GROUP, KEY_HARD_STATE.to_vec(), hs)?;
         }
         if !batch.is_empty() {
+            let start = std::time::Instant::now();
             self.engine.write(&mut batch, sync)?;
+            if sync {
+                crate::metrics::WAL_FSYNC.observe(start.elapsed().as_secs_f64());
+            }
         }
         if let Some(hs) = hs {
             self.cached.write().hard_state = hs.clone();
@@ -292,14 +296,21 @@ mod tests {
         s.append(&[entry(8, 2), entry(9, 2)], None, true).unwrap();
         assert_eq!(s.last_index().unwrap(), 9);
         assert_eq!(s.term(8).unwrap(), 2);
-        let got = s.entries(3, 6, None, GetEntriesContext::empty(false)).unwrap();
-        assert_eq!(got.iter().map(|e| e.index).collect::<Vec<_>>(), vec![3, 4, 5]);
+        let got = s
+            .entries(3, 6, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
 
         s.compact(4).unwrap();
         assert_eq!(s.first_index().unwrap(), 5);
         assert_eq!(s.term(4).unwrap(), 1);
         assert!(s.term(3).is_err());
-        assert!(s.entries(3, 6, None, GetEntriesContext::empty(false)).is_err());
+        assert!(s
+            .entries(3, 6, None, GetEntriesContext::empty(false))
+            .is_err());
         drop(s);
 
         let s = WalStorage::open(dir.path()).unwrap();
