@@ -212,6 +212,7 @@ impl EtcdServer {
                 let lessor = lessor.clone();
                 Box::new(move || lessor.demote())
             },
+            peers: Box::new(crate::raft::node::NoPeers),
             tick: std::time::Duration::from_millis(cfg.heartbeat_interval_ms),
         };
         std::thread::Builder::new()

@@ -26,6 +26,8 @@ pub enum NodeMsg {
     Applied(u64),
     /// Raft messages from peers.
     Step(Box<Message>),
+    /// The transport could not deliver to this peer; raft slows down replication to it.
+    Unreachable(u64),
     Stop,
 }
 
@@ -43,6 +45,23 @@ type ReadWaiter = oneshot::Sender<Result<u64, EtcdError>>;
 /// Reads waiting for the ReadIndex round identified by its context bytes.
 type PendingReads = HashMap<Vec<u8>, Vec<ReadWaiter>>;
 
+/// Where the node thread's outgoing raft messages go. Must never block: it is called from the
+/// node thread between fsyncs.
+pub trait PeerSender: Send {
+    fn send(&self, msgs: Vec<Message>);
+}
+
+/// A member alone in its cluster has nobody to talk to.
+pub struct NoPeers;
+
+impl PeerSender for NoPeers {
+    fn send(&self, msgs: Vec<Message>) {
+        for m in msgs {
+            tracing::debug!("dropping raft message to {:x}: no peer transport", m.to);
+        }
+    }
+}
+
 /// Committed entries travel to the apply loop in the order raft committed them.
 pub type ApplySender = Sender<Vec<Entry>>;
 
@@ -56,6 +75,7 @@ pub struct NodeLoop {
     /// Called when this member stops leading, so leader-only state (lease clocks) goes stale
     /// nowhere.
     pub on_step_down: Box<dyn Fn() + Send>,
+    pub peers: Box<dyn PeerSender>,
     pub tick: Duration,
 }
 
@@ -141,6 +161,7 @@ impl NodeLoop {
                     tracing::debug!("raft step: {e}");
                 }
             }
+            NodeMsg::Unreachable(id) => self.node.report_unreachable(id),
             NodeMsg::Stop => return false,
         }
         true
@@ -153,21 +174,33 @@ impl NodeLoop {
         let mut rd = self.node.ready();
         if let Some(ss) = rd.ss() {
             let old = self.status.leader.swap(ss.leader_id, Ordering::AcqRel);
-            if old != ss.leader_id && ss.leader_id != raft::INVALID_ID {
-                crate::metrics::LEADER_CHANGES.inc();
+            let term = self.node.raft.term;
+            let me = self.node.raft.id;
+            if old != ss.leader_id {
+                if ss.leader_id == raft::INVALID_ID {
+                    tracing::info!("raft.node: {me:x} lost leader {old:x} at term {term}");
+                } else {
+                    crate::metrics::LEADER_CHANGES.inc();
+                    if old == raft::INVALID_ID {
+                        tracing::info!(
+                            "raft.node: {me:x} elected leader {:x} at term {term}",
+                            ss.leader_id
+                        );
+                    } else {
+                        tracing::info!(
+                            "raft.node: {me:x} changed leader from {old:x} to {:x} at term {term}",
+                            ss.leader_id
+                        );
+                    }
+                }
             }
             let leader = ss.raft_state == StateRole::Leader;
             let was_leader = self.status.is_leader.swap(leader, Ordering::AcqRel);
             if was_leader && !leader {
                 (self.on_step_down)();
             }
-            if leader {
-                tracing::info!(
-                    "raft.node: {:x} elected leader {:x} at term {}",
-                    self.node.raft.id,
-                    ss.leader_id,
-                    self.node.raft.term
-                );
+            if leader && !was_leader {
+                tracing::info!("{me:x} became leader at term {term}");
             }
         }
         // A leader may send before its own fsync (raft thesis 10.2.1).
@@ -209,10 +242,8 @@ impl NodeLoop {
     }
 
     fn send(&self, msgs: Vec<Message>) {
-        for m in msgs {
-            // A member alone in its cluster has nobody to talk to; multi-member clusters plug
-            // the peer transport in here.
-            tracing::debug!("dropping raft message to {:x}: no peer transport", m.to);
+        if !msgs.is_empty() {
+            self.peers.send(msgs);
         }
     }
 }
