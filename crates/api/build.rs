@@ -1,13 +1,15 @@
-//! Generates the etcd v3 protobuf messages and gRPC stubs with a vendored
+//! Generates the etcd v3 protobuf messages, oxcd's peer protocol and their gRPC stubs with a vendored
 //! `protoc`, so building never depends on a system protobuf installation.
 
 const PROTOS: &[&str] = &[
     "proto/mvccpb/kv.proto",
     "proto/authpb/auth.proto",
+    "proto/membershippb/membership.proto",
     "proto/etcdserverpb/rpc.proto",
     "proto/etcdserverpb/raft_internal.proto",
     "proto/v3electionpb/v3election.proto",
     "proto/v3lockpb/v3lock.proto",
+    "proto/oxcdpeer/peer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,6 +23,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Raft messages as `Bytes`: decoding slices them out of the received frame without a
+        // copy, and raft-rs (protobuf 2 with `bytes`) then parses entry payloads as further
+        // slices of the same buffer.
+        .bytes(".oxcdpeer.RaftBatch.messages")
         .compile_protos(PROTOS, &["proto"])?;
     Ok(())
 }

@@ -22,6 +22,12 @@ pub mod authpb {
     tonic::include_proto!("authpb");
 }
 
+/// Membership records carried in raft entries (member attributes).
+#[allow(clippy::all, missing_docs)]
+pub mod membershippb {
+    tonic::include_proto!("membershippb");
+}
+
 /// The main client API (KV, Watch, Lease, Cluster, Maintenance, Auth) plus
 /// the internal raft request envelope.
 #[allow(clippy::all, missing_docs)]
@@ -39,6 +45,13 @@ pub mod v3electionpb {
 #[allow(clippy::all, missing_docs)]
 pub mod v3lockpb {
     tonic::include_proto!("v3lockpb");
+}
+
+/// oxcd's own member-to-member protocol (raft message streams). Not part of
+/// etcd's contract: only oxcd members speak it, on the peer port.
+#[allow(clippy::all, missing_docs)]
+pub mod oxcdpeer {
+    tonic::include_proto!("oxcdpeer");
 }
 
 #[cfg(test)]
@@ -141,5 +154,48 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(env.encode_to_vec(), [0x08, 1, 0x22, 0]);
+    }
+
+    #[test]
+    fn member_attr_set_field_numbers() {
+        use super::membershippb::{Attributes, ClusterMemberAttrSetRequest};
+        let env = InternalRaftRequest {
+            cluster_member_attr_set: Some(ClusterMemberAttrSetRequest {
+                member_id: 5,
+                member_attributes: Some(Attributes {
+                    name: "n".into(),
+                    client_urls: vec!["u".into()],
+                }),
+            }),
+            ..Default::default()
+        };
+        // 1301 << 3 | 2 = 10410 = varint [0xaa, 0x51]; inside: member_ID = 1,
+        // member_attributes = 2 { name = 1, client_urls = 2 }.
+        let attrs = [0x0a, 1, b'n', 0x12, 1, b'u'];
+        let mut inner = vec![0x08, 5, 0x12, attrs.len() as u8];
+        inner.extend_from_slice(&attrs);
+        let mut expected = vec![0xaa, 0x51, inner.len() as u8];
+        expected.extend_from_slice(&inner);
+        assert_eq!(env.encode_to_vec(), expected);
+    }
+
+    #[test]
+    fn raft_batch_round_trip() {
+        use super::oxcdpeer::RaftBatch;
+        let batch = RaftBatch {
+            cluster_id: 1,
+            from: 2,
+            to: 3,
+            messages: vec![
+                prost::bytes::Bytes::from_static(b"ab"),
+                prost::bytes::Bytes::new(),
+            ],
+        };
+        let wire = batch.encode_to_vec();
+        assert_eq!(
+            wire,
+            [0x08, 1, 0x10, 2, 0x18, 3, 0x22, 2, b'a', b'b', 0x22, 0]
+        );
+        assert_eq!(RaftBatch::decode(&wire[..]).unwrap(), batch);
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::error::{EtcdError, Result};
 use crate::lease::Lessor;
+use crate::membership::{Membership, META_KEY};
 use crate::mvcc::{MvccStore, WatchHub, WriteBatch};
 use crate::raft::node::{NodeMsg, NodeStatus};
 use crate::raft::storage::WalStorage;
@@ -44,6 +45,7 @@ pub struct Applier {
     pub member_id: u64,
     pub cluster_id: u64,
     pub snapshot_count: u64,
+    pub membership: Arc<Membership>,
 }
 
 struct Progress {
@@ -258,6 +260,18 @@ impl Applier {
             return Ok(ApplyResponse::LeaseRevoke(LeaseRevokeResponse {
                 header: Some(self.header(batch.revision())),
             }));
+        }
+        if let Some(r) = req.cluster_member_attr_set {
+            let attrs = r.member_attributes.unwrap_or_default();
+            if self
+                .membership
+                .set_attributes(r.member_id, &attrs.name, &attrs.client_urls)
+            {
+                batch.meta_put(META_KEY, &self.membership.snapshot().encode())?;
+            } else {
+                tracing::warn!("ignoring attributes of unknown member {:x}", r.member_id);
+            }
+            return Ok(ApplyResponse::Header(self.header(batch.revision())));
         }
         Err(EtcdError::Internal(
             "etcdserver: unsupported request in raft entry".to_string(),

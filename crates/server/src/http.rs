@@ -91,11 +91,7 @@ pub async fn bind(url: &Url) -> anyhow::Result<tokio::net::TcpListener> {
 /// Serves one client listener until it fails. HTTP/1.1 and h2c share the port; HTTP/2 allows as
 /// many concurrent streams as the client opens, as etcd's gRPC server does, so one connection can
 /// carry thousands of watches.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    server: Arc<EtcdServer>,
-) -> std::io::Result<()> {
-    let app = router(server);
+pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> std::io::Result<()> {
     loop {
         let (tcp, _) = match listener.accept().await {
             Ok(c) => c,

@@ -77,12 +77,16 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let urls = cfg.listen_client_urls.clone();
     let server = tokio::task::spawn_blocking(move || EtcdServer::start(cfg)).await??;
+    server.serve_peers().await?;
+    server.spawn_publish();
     oxcd_server::lease::spawn_expiry_loop(server.clone());
     let mut tasks = tokio::task::JoinSet::new();
     for (listener, url) in listeners.into_iter().zip(urls) {
         tracing::info!(address = %url.raw, "serving client traffic insecurely; this is strongly discouraged!");
         let server = server.clone();
-        tasks.spawn(async move { oxcd_server::http::serve(listener, server).await });
+        tasks.spawn(async move {
+            oxcd_server::http::serve(listener, oxcd_server::http::router(server)).await
+        });
     }
     tracing::info!("ready to serve client requests");
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

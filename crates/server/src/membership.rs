@@ -116,6 +116,19 @@ impl Membership {
         }
     }
 
+    /// Applies a member's published name and client URLs; false if the member is unknown.
+    pub fn set_attributes(&self, id: u64, name: &str, client_urls: &[String]) -> bool {
+        let mut info = self.info.write();
+        match info.members.iter_mut().find(|m| m.id == id) {
+            Some(m) => {
+                m.name = name.to_string();
+                m.client_urls = client_urls.to_vec();
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn snapshot(&self) -> ClusterInfo {
         self.info.read().clone()
     }

@@ -21,6 +21,8 @@ use crate::mvcc::{MvccStore, WatchHub};
 use crate::raft::node::{NodeLoop, NodeStatus};
 use crate::raft::storage::WalStorage;
 use crate::raft::waiters::Waiters;
+use crate::raft::peer_service::{peer_router, PeerService};
+use crate::raft::transport::Transport;
 use crate::raft::{HandleParts, RaftHandle};
 
 /// What applying one proposal produced; the header is already filled in by the apply loop.
@@ -42,8 +44,9 @@ pub struct EtcdServer {
     pub lessor: Arc<Lessor>,
     pub watch_hub: Arc<WatchHub>,
     pub raft: RaftHandle,
-    pub membership: Membership,
+    pub membership: Arc<Membership>,
     pub wal: WalStorage,
+    pub transport: Transport,
 }
 
 impl EtcdServer {
@@ -135,7 +138,7 @@ impl EtcdServer {
             );
             info
         };
-        let membership = Membership::new(info.clone());
+        let membership = Arc::new(Membership::new(info.clone()));
         membership.set_local_client_urls(cfg.advertise_client_urls.clone());
 
         // The backend may be ahead of the persisted commit index (the hard state is synced
@@ -185,6 +188,15 @@ impl EtcdServer {
         let (apply_tx, apply_rx) = crossbeam_channel::unbounded();
         let (applied_tx, applied_rx) = tokio::sync::watch::channel(applied);
 
+        let transport = Transport::new(
+            info.cluster_id,
+            info.local_id,
+            node_tx.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        for m in info.members.iter().filter(|m| m.id != info.local_id) {
+            transport.add_peer(m.id, m.peer_urls.clone());
+        }
         let applier = Applier {
             store: store.clone(),
             lessor: lessor.clone(),
@@ -197,6 +209,7 @@ impl EtcdServer {
             member_id: info.local_id,
             cluster_id: info.cluster_id,
             snapshot_count: cfg.snapshot_count,
+            membership: membership.clone(),
         };
         std::thread::Builder::new()
             .name("apply".into())
@@ -212,7 +225,7 @@ impl EtcdServer {
                 let lessor = lessor.clone();
                 Box::new(move || lessor.demote())
             },
-            peers: Box::new(crate::raft::node::NoPeers),
+            peers: Box::new(transport.clone()),
             tick: std::time::Duration::from_millis(cfg.heartbeat_interval_ms),
         };
         std::thread::Builder::new()
@@ -237,6 +250,70 @@ impl EtcdServer {
             raft,
             membership,
             wal,
+            transport,
         }))
+    }
+}
+
+impl EtcdServer {
+    /// Binds every --listen-peer-urls address and serves the peer protocol on it. Binding
+    /// happens before returning, so a taken port fails start-up.
+    pub async fn serve_peers(self: &Arc<Self>) -> anyhow::Result<()> {
+        for url in &self.cfg.listen_peer_urls {
+            let listener = crate::http::bind(url).await?;
+            let svc = PeerService::new(self.cluster_id(), self.member_id(), self.raft.node_sender());
+            let app = peer_router(svc);
+            let raw = url.raw.clone();
+            tracing::info!(address = %raw, "serving peer traffic");
+            tokio::spawn(async move {
+                if let Err(e) = crate::http::serve(listener, app).await {
+                    tracing::error!(address = %raw, "peer listener failed: {e}");
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+/// How often publishing this member's attributes is retried until it is committed.
+const PUBLISH_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl EtcdServer {
+    /// Publishes this member's name and client URLs through raft, as etcd does after start, so
+    /// every member's `member list` shows them. Retries until the cluster commits it.
+    pub fn spawn_publish(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let server = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(s) = server.upgrade() else { return };
+                let req = InternalRaftRequest {
+                    cluster_member_attr_set: Some(
+                        oxcd_api::membershippb::ClusterMemberAttrSetRequest {
+                            member_id: s.member_id(),
+                            member_attributes: Some(oxcd_api::membershippb::Attributes {
+                                name: s.cfg.name.clone(),
+                                client_urls: s.cfg.advertise_client_urls.clone(),
+                            }),
+                        },
+                    ),
+                    ..Default::default()
+                };
+                match s.propose(req).await {
+                    Ok(_) => {
+                        tracing::info!(
+                            "published local member to cluster through raft: local-member-id {:x}, cluster-id {:x}",
+                            s.member_id(),
+                            s.cluster_id()
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!("failed to publish local member to cluster through raft: {e}");
+                        drop(s);
+                        tokio::time::sleep(PUBLISH_RETRY).await;
+                    }
+                }
+            }
+        })
     }
 }

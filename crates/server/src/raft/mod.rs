@@ -3,7 +3,9 @@
 pub mod ids;
 pub mod logger;
 pub mod node;
+pub mod peer_service;
 pub mod storage;
+pub mod transport;
 pub mod waiters;
 
 use std::sync::atomic::Ordering;
@@ -154,6 +156,11 @@ impl RaftHandle {
             .await
             .map(|_| ())
             .map_err(|_| EtcdError::Stopped)
+    }
+
+    /// The node thread's inbox, for the peer service to deliver raft messages into.
+    pub fn node_sender(&self) -> Sender<NodeMsg> {
+        self.inner.tx.clone()
     }
 
     /// Asks the node thread to stop; in-flight proposals fail with "server stopped".

@@ -28,6 +28,8 @@ pub enum NodeMsg {
     Step(Box<Message>),
     /// The transport could not deliver to this peer; raft slows down replication to it.
     Unreachable(u64),
+    /// Whether a snapshot sent to this peer arrived; raft holds the peer until it hears.
+    ReportSnapshot(u64, bool),
     Stop,
 }
 
@@ -162,6 +164,14 @@ impl NodeLoop {
                 }
             }
             NodeMsg::Unreachable(id) => self.node.report_unreachable(id),
+            NodeMsg::ReportSnapshot(id, ok) => {
+                let status = if ok {
+                    raft::SnapshotStatus::Finish
+                } else {
+                    raft::SnapshotStatus::Failure
+                };
+                self.node.report_snapshot(id, status);
+            }
             NodeMsg::Stop => return false,
         }
         true
