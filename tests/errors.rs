@@ -65,7 +65,7 @@ fn empty_key() -> Scenario {
         step("put '' x -w json"),
         step("get ''"),
         step("del ''"),
-        step("txn").stdin("\nput '' x\n\n\n"),
+        // `put '' x` on a txn line is in `empty_key_txn_line`, for etcdctl only.
         step("txn").stdin("\nget ''\n\n\n"),
         step("get '' --prefix"),
         step("get '' --from-key"),
@@ -107,6 +107,41 @@ compat_tests!(
     empty_key,
     unknown_lease_and_revisions
 );
+
+/// `put '' x` on a txn line. etcdctl 3.4's txn line parser has a bug: it reads `''` as the key
+/// `'` (etcd 3.5 fixed it). oxctl parses the line as 3.5 does (an empty key, which the server
+/// refuses), so this case is compared only with etcdctl as the client, where it still checks
+/// that oxcd stores what etcd stores.
+fn empty_key_txn_line() -> Scenario {
+    vec![
+        step("txn").stdin("\nput '' x\n\n\n"),
+        step("get '' --prefix"),
+    ]
+    .into()
+}
+
+mod empty_key_txn_line {
+    use oxcd_process_tests::scenario::{compare, Target};
+
+    #[test]
+    fn etcdctl_oxcd() {
+        compare(
+            "empty_key_txn_line",
+            Target::EtcdctlOxcd,
+            super::empty_key_txn_line,
+        );
+    }
+
+    #[test]
+    #[ignore = "self-check of the scenario against etcd twice"]
+    fn etcdctl_etcd() {
+        compare(
+            "empty_key_txn_line",
+            Target::EtcdctlEtcd,
+            super::empty_key_txn_line,
+        );
+    }
+}
 
 /// Writes raw bytes to the client port, reads whatever comes back (bounded), closes.
 fn poke(port: u16, bytes: &[u8]) {

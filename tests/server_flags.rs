@@ -98,9 +98,15 @@ fn bad_flag_like_etcd(bad: &[&str], env: &[(&str, &str)], name: &str) {
     let want = bad_flag(Kind::Etcd, bad, env, name);
     let got = bad_flag(Kind::Oxcd, bad, env, name);
     let strip = |s: &str| {
-        // etcd's capnslog prefix: "2026-11-21 05:46:02.253451 E | ".
+        // etcd's capnslog prefix: time, level and package ("2026-11-21 05:46:02.253451 E |
+        // etcdmain: ").
         match s.find(" | ") {
-            Some(i) if s.starts_with("20") => s[i + 3..].to_string(),
+            Some(i) if s.starts_with("20") => {
+                let rest = &s[i + 3..];
+                rest.split_once(": ")
+                    .map_or(rest, |(_, msg)| msg)
+                    .to_string()
+            }
             _ => s.to_string(),
         }
     };

@@ -10,6 +10,11 @@
 //! * non-zero raft terms, raft indexes, db sizes, server versions, remaining TTLs, durations and
 //!   timestamps, and the random client id in the Go client's warning lines.
 //!
+//! The Go client library's own log records (`{"level":"warn",...,"caller":"clientv3/...`), which
+//! etcdctl prints on stderr before `Error: ...`, are dropped from both sides: they are the
+//! library's debug logging (timestamps, random ids), not etcdctl's output, and oxctl does not
+//! print them.
+//!
 //! Revisions are kept: both servers start at revision 1 and must count the same way. A zero id
 //! or term (as in the nested headers of a txn response) is kept as well.
 
@@ -150,11 +155,21 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
 
 /// The rules that need no knowledge of the member.
 pub fn generic(text: &str) -> String {
-    let mut text = text.to_string();
+    let mut text = drop_go_client_logs(text);
     for r in RULES.iter() {
         text = r.re.replace_all(&text, r.with).into_owned();
     }
     canon_tables(&sort_lease_keys(&text))
+}
+
+/// Drops the lines that are log records of the Go client library (clientv3), e.g.
+/// `{"level":"warn","ts":"...","caller":"clientv3/retry_interceptor.go:62",...}`.
+pub fn drop_go_client_logs(text: &str) -> String {
+    text.split_inclusive('\n')
+        .filter(|line| {
+            !(line.starts_with(r#"{"level":"#) && line.contains(r#""caller":"clientv3/"#))
+        })
+        .collect()
 }
 
 /// etcd lists a lease's attached keys in Go map order: sort them.
@@ -398,10 +413,23 @@ mod tests {
     fn go_client_warning_line() {
         let text = r#"{"level":"warn","ts":"2026-11-21T05:31:25.714Z","caller":"clientv3/retry_interceptor.go:62","msg":"retrying of unary invoker failed","target":"endpoint://client-02a9e45d-bdaa-4947-927f-dcdddbce19f6/127.0.0.1:41379","attempt":0,"error":"rpc error: code = OutOfRange desc = etcdserver: mvcc: required revision is a future revision"}"#;
         let n = member_norm();
-        assert_eq!(
-            n.apply(text),
-            r#"{"level":"warn","ts":"<TS>","caller":"clientv3/retry_interceptor.go:62","msg":"retrying of unary invoker failed","target":"endpoint://client-<UUID>/<CLIENT>","attempt":0,"error":"rpc error: code = OutOfRange desc = etcdserver: mvcc: required revision is a future revision"}"#
+        let stderr = format!(
+            "{text}\n{text}\nError: etcdserver: mvcc: required revision is a future revision\n"
         );
+        assert_eq!(
+            n.apply(&stderr),
+            "Error: etcdserver: mvcc: required revision is a future revision\n"
+        );
+        assert_eq!(n.apply(text), "");
+        // Other JSON log lines stay (normalised), e.g. etcdctl's own `snapshot save` logs.
+        let snapshot = r#"{"level":"info","ts":"2026-11-21T05:31:25.714Z","caller":"snapshot/v3_snapshot.go:119","msg":"created temporary db file","path":"s.db.part"}"#;
+        assert_eq!(
+            n.apply(snapshot),
+            r#"{"level":"info","ts":"<TS>","caller":"snapshot/v3_snapshot.go:119","msg":"created temporary db file","path":"s.db.part"}"#
+        );
+        // Only whole lines that are log records.
+        let kept = r#"x {"level":"warn","caller":"clientv3/a.go:1"}"#;
+        assert_eq!(n.apply(kept), kept);
     }
 
     #[test]

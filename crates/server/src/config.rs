@@ -1,12 +1,21 @@
 //! Server configuration: etcd's flag names, defaults and `ETCD_*` environment variables,
 //! parsed into one validated `Config`.
+//!
+//! Flags are read the way etcd reads them with Go's `flag` package (`-name` or `--name`,
+//! `--name=v` or `--name v`, numbers in Go syntax), and every flag `--some-flag` can instead be
+//! given as the variable `ETCD_SOME_FLAG`. Bad input fails with etcd's texts and exit codes
+//! (see `FlagError`).
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use clap::Parser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::parser::ValueSource;
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 
 /// Command-line flags, named as etcd names them so existing unit files and scripts work.
+/// Parse them with `parse_flags`, which also reads the `ETCD_*` variables.
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "oxcd",
@@ -15,114 +24,103 @@ use clap::Parser;
 )]
 pub struct Flags {
     /// Print the version and exit.
-    #[arg(long)]
+    #[arg(
+        long,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        hide_default_value = true,
+        default_missing_value = "true",
+        value_name = "BOOL",
+        value_parser = go_bool
+    )]
     pub version: bool,
 
     /// Human-readable name for this member.
-    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    #[arg(long, default_value = "default")]
     pub name: String,
 
     /// Path to the data directory (default: "<name>.etcd").
-    #[arg(long, env = "ETCD_DATA_DIR")]
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
 
     /// Path to the dedicated WAL directory (default: <data-dir>/member/wal).
-    #[arg(long, env = "ETCD_WAL_DIR")]
+    #[arg(long)]
     pub wal_dir: Option<PathBuf>,
 
     /// Comma-separated URLs to listen on for client traffic.
-    #[arg(
-        long,
-        env = "ETCD_LISTEN_CLIENT_URLS",
-        default_value = "http://localhost:2379"
-    )]
+    #[arg(long, default_value = "http://localhost:2379", value_parser = url_list)]
     pub listen_client_urls: String,
 
     /// Comma-separated client URLs of this member, advertised to the cluster and clients.
-    #[arg(
-        long,
-        env = "ETCD_ADVERTISE_CLIENT_URLS",
-        default_value = "http://localhost:2379"
-    )]
+    #[arg(long, default_value = "http://localhost:2379", value_parser = url_list)]
     pub advertise_client_urls: String,
 
     /// Comma-separated URLs to listen on for peer traffic.
-    #[arg(
-        long,
-        env = "ETCD_LISTEN_PEER_URLS",
-        default_value = "http://localhost:2380"
-    )]
+    #[arg(long, default_value = "http://localhost:2380", value_parser = url_list)]
     pub listen_peer_urls: String,
 
     /// Comma-separated peer URLs of this member, advertised to the rest of the cluster.
-    #[arg(
-        long,
-        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
-        default_value = "http://localhost:2380"
-    )]
+    #[arg(long, default_value = "http://localhost:2380", value_parser = url_list)]
     pub initial_advertise_peer_urls: String,
 
     /// Initial cluster configuration for bootstrapping: name=peerURL,...
     /// (default: "<name>=<initial-advertise-peer-urls>").
-    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    #[arg(long)]
     pub initial_cluster: Option<String>,
 
     /// Initial cluster state ("new" or "existing").
-    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
+    #[arg(long, default_value = "new", value_parser = cluster_state)]
     pub initial_cluster_state: String,
 
     /// Initial cluster token for the cluster during bootstrap.
-    #[arg(
-        long,
-        env = "ETCD_INITIAL_CLUSTER_TOKEN",
-        default_value = "etcd-cluster"
-    )]
+    #[arg(long, default_value = "etcd-cluster")]
     pub initial_cluster_token: String,
 
     /// Number of committed transactions that trigger a snapshot (and raft log compaction).
-    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    #[arg(long, default_value = "100000", value_parser = go_uint)]
     pub snapshot_count: u64,
 
     /// Time (in milliseconds) of a heartbeat interval.
-    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    #[arg(long, default_value = "100", value_parser = go_uint)]
     pub heartbeat_interval: u64,
 
     /// Time (in milliseconds) for an election to timeout.
-    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    #[arg(long, default_value = "1000", value_parser = go_uint)]
     pub election_timeout: u64,
 
     /// Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).
-    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    #[arg(long, default_value = "0", value_parser = go_int)]
     pub quota_backend_bytes: i64,
 
     /// Maximum client request size in bytes the server will accept.
-    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    #[arg(long, default_value = "1572864", value_parser = go_u32)]
     pub max_request_bytes: u32,
 
     /// Maximum number of operations permitted in a transaction.
-    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    #[arg(long, default_value = "128", value_parser = go_u32)]
     pub max_txn_ops: u32,
 
     /// Duration of periodic watch progress notifications (e.g. "10m", "500ms").
-    #[arg(
-        long,
-        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
-        default_value = "10m",
-        value_parser = parse_duration
-    )]
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub experimental_watch_progress_notify_interval: std::time::Duration,
 
     /// Log level: debug, info, warn, error, panic, or fatal.
-    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
+    #[arg(long, default_value = "info")]
     pub log_level: String,
 
     /// Logger: only "zap" (structured JSON) is supported, as in etcd 3.5.
-    #[arg(long, env = "ETCD_LOGGER", default_value = "zap")]
+    #[arg(long, default_value = "zap")]
     pub logger: String,
 
     /// Log destinations: "default" (stderr), "stderr", "stdout", or file paths.
-    #[arg(long, env = "ETCD_LOG_OUTPUTS", default_value = "default")]
+    #[arg(long, default_value = "default")]
     pub log_outputs: String,
+
+    /// Arguments after the flags: etcd takes none, and neither does oxcd.
+    #[arg(hide = true)]
+    pub positional: Vec<String>,
 }
 
 /// The validated configuration the server runs with.
@@ -204,9 +202,318 @@ impl Url {
     }
 }
 
-/// Go-style durations as etcd's flags take them ("10m", "1h30m", "250ms").
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+/// Why the flags were refused. `Display` gives etcd's text; `exit_code` etcd's exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlagError {
+    /// `-h`/`--help`: the help text, for stdout; exit code 0.
+    Help(String),
+    /// The command line does not parse; Go's `flag` package text, followed by a usage summary
+    /// on stderr; exit code 2.
+    CommandLine(String),
+    /// The flags parse but say something wrong, or an `ETCD_*` value does not parse; exit code 1.
+    Verify(String),
+    /// This `ETCD_*` variable is set and its flag is given too; exit code 1.
+    Shadowed(String),
+}
+
+impl FlagError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            FlagError::Help(_) => 0,
+            FlagError::CommandLine(_) => 2,
+            FlagError::Verify(_) | FlagError::Shadowed(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for FlagError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlagError::Help(text) | FlagError::CommandLine(text) => f.write_str(text),
+            FlagError::Verify(msg) => write!(f, "error verifying flags, {msg}. See 'etcd --help'."),
+            FlagError::Shadowed(var) => write!(
+                f,
+                "conflicting environment variable {var:?} is shadowed by corresponding \
+                 command-line flag (either unset environment variable or disable flag)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FlagError {}
+
+/// Reads the command line `args` (program name first) and the `ETCD_*` variables in `env` as
+/// etcd does: the command line first, then each variable whose flag was not given; a variable
+/// whose flag was given too is an error, even when empty, and an empty variable is ignored.
+pub fn parse_flags(args: &[String], env: &[(String, String)]) -> Result<Flags, FlagError> {
+    let cmd = command();
+    let argv = go_style_args(&cmd, args);
+    let matches = cmd
+        .clone()
+        .try_get_matches_from(&argv)
+        .map_err(|e| from_clap(e, false))?;
+    let flags = Flags::from_arg_matches(&matches).map_err(|e| from_clap(e, false))?;
+    if let Some(arg) = flags.positional.first() {
+        return Err(FlagError::Verify(format!("'{arg}' is not a valid flag")));
+    }
+    if flags.version {
+        // etcd prints its version before it looks at the environment.
+        return Ok(flags);
+    }
+    let mut given = HashSet::new();
+    let mut from_env = Vec::new();
+    for arg in cmd.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        let var = env_var(long);
+        if matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
+            given.insert(var);
+        } else if let Some((_, value)) = env.iter().find(|(k, v)| *k == var && !v.is_empty()) {
+            from_env.push((long.to_string(), value.clone()));
+        }
+    }
+    if let Some((var, _)) = env.iter().find(|(k, _)| given.contains(k)) {
+        return Err(FlagError::Shadowed(var.clone()));
+    }
+    if from_env.is_empty() {
+        return Ok(flags);
+    }
+    // etcd sets variables in flag-name order and reports the last bad one; clap reports the
+    // first, so give them in reverse order. They go before the command line's own flags.
+    from_env.sort();
+    let argv = argv
+        .iter()
+        .take(1)
+        .cloned()
+        .chain(
+            from_env
+                .iter()
+                .rev()
+                .map(|(long, v)| format!("--{long}={v}")),
+        )
+        .chain(argv.iter().skip(1).cloned());
+    let matches = cmd
+        .try_get_matches_from(argv)
+        .map_err(|e| from_clap(e, true))?;
+    let mut flags = Flags::from_arg_matches(&matches).map_err(|e| from_clap(e, true))?;
+    // Read, as etcd reads it, but too late to print the version.
+    flags.version = false;
+    Ok(flags)
+}
+
+/// The variable that sets the flag `long`: `data-dir` is `ETCD_DATA_DIR`.
+pub fn env_var(long: &str) -> String {
+    format!("ETCD_{}", long.to_uppercase().replace('-', "_"))
+}
+
+/// The clap command, with each flag's variable named in its help.
+fn command() -> clap::Command {
+    Flags::command().mut_args(|arg| match arg.get_long() {
+        // ETCD_VERSION is read too, but never prints the version.
+        Some(long) if long != "version" => {
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            let var = env_var(long);
+            arg.help(format!("{help} [env: {var}]"))
+        }
+        _ => arg,
+    })
+}
+
+/// Rewrites a command line for Go's `flag` package into one clap reads the same way:
+/// `-name` is `--name`; a flag that needs a value takes the next argument whatever it looks
+/// like (`--name v` becomes `--name=v`); the first non-flag argument ends the flags (a `--` is
+/// put before it).
+fn go_style_args(cmd: &clap::Command, args: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = args.iter().take(1).cloned().collect();
+    let mut i = 1;
+    while i < args.len() {
+        let arg = &args[i];
+        i += 1;
+        let body = arg
+            .strip_prefix("--")
+            .or_else(|| arg.strip_prefix('-'))
+            .unwrap_or("");
+        if body.is_empty() {
+            // "--", "-" or a non-flag argument: the flags end here.
+            if arg != "--" {
+                out.push("--".to_string());
+            }
+            out.extend(args[i - 1..].iter().cloned());
+            break;
+        }
+        if body.starts_with(['-', '=']) {
+            out.push(arg.clone()); // clap refuses it too: "bad flag syntax"
+            continue;
+        }
+        let name = body.split('=').next().unwrap_or(body);
+        if name == "h" || name == "help" {
+            out.push("--help".to_string());
+            continue;
+        }
+        let needs_value = !body.contains('=')
+            && cmd.get_arguments().any(|a| {
+                a.get_long() == Some(name)
+                    && a.get_action().takes_values()
+                    && !a.is_require_equals_set()
+            });
+        match args.get(i) {
+            Some(value) if needs_value => {
+                out.push(format!("--{body}={value}"));
+                i += 1;
+            }
+            _ => out.push(format!("--{body}")),
+        }
+    }
+    out
+}
+
+/// The `FlagError` for a clap error; `from_env` when the command line alone parsed, so the bad
+/// value came from a variable.
+fn from_clap(e: clap::Error, from_env: bool) -> FlagError {
+    let context = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    // "--heartbeat-interval <HEARTBEAT_INTERVAL>", "--version[=<BOOL>]" or "--bogus".
+    let raw = context(ContextKind::InvalidArg);
+    let raw = raw.split([' ', '[']).next().unwrap_or_default();
+    let body = raw
+        .strip_prefix("--")
+        .or_else(|| raw.strip_prefix('-'))
+        .unwrap_or(raw);
+    let flag = body.split('=').next().unwrap_or_default();
+    let value = context(ContextKind::InvalidValue);
+    let cause = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<ValueError>());
+    let reason = cause.map_or("parse error", |c| c.reason.as_str());
+    let text = match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            return FlagError::Help(e.render().to_string())
+        }
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue if from_env => {
+            let var = env_var(flag);
+            return FlagError::Verify(format!("invalid value {value:?} for {var}: {reason}"));
+        }
+        ErrorKind::UnknownArgument if body.starts_with(['-', '=']) => {
+            format!("bad flag syntax: {raw}")
+        }
+        ErrorKind::UnknownArgument => format!("flag provided but not defined: -{flag}"),
+        ErrorKind::InvalidValue if value.is_empty() => format!("flag needs an argument: -{flag}"),
+        ErrorKind::ValueValidation if cause.is_some_and(|c| c.boolean) => {
+            format!("invalid boolean value {value:?} for -{flag}: {reason}")
+        }
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue => {
+            format!("invalid value {value:?} for flag -{flag}: {reason}")
+        }
+        // Nothing else should come from these flags; clap's own text, without its usage.
+        _ => e
+            .render()
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    };
+    FlagError::CommandLine(text)
+}
+
+/// A flag value that does not parse; `reason` is what Go's flag package says about it.
+#[derive(Debug)]
+struct ValueError {
+    reason: String,
+    /// A boolean flag, for which Go words the error differently.
+    boolean: bool,
+}
+
+impl ValueError {
+    fn new(reason: impl Into<String>) -> Self {
+        ValueError {
+            reason: reason.into(),
+            boolean: false,
+        }
+    }
+    fn parse() -> Self {
+        ValueError::new("parse error")
+    }
+}
+
+impl std::fmt::Display for ValueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for ValueError {}
+
+/// A boolean as Go's `strconv.ParseBool` reads it.
+fn go_bool(s: &str) -> Result<bool, ValueError> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(ValueError {
+            boolean: true,
+            ..ValueError::parse()
+        }),
+    }
+}
+
+/// An unsigned number as Go's flag package reads it (`strconv.ParseUint(s, 0, 64)`): decimal,
+/// or `0x`, `0o`, `0b`, `0` prefixed; underscores may separate digits.
+fn go_uint(s: &str) -> Result<u64, ValueError> {
+    let lower = s.to_ascii_lowercase();
+    let (radix, digits) = match lower.get(..2) {
+        Some("0x") => (16, &s[2..]),
+        Some("0o") => (8, &s[2..]),
+        Some("0b") => (2, &s[2..]),
+        _ if s.len() > 1 && s.starts_with('0') => (8, &s[1..]),
+        _ => (10, s),
+    };
+    let prefixed = digits.len() < s.len();
+    let bad_underscores =
+        (!prefixed && digits.starts_with('_')) || digits.ends_with('_') || digits.contains("__");
+    let digits = digits.replace('_', "");
+    if bad_underscores || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ValueError::parse());
+    }
+    u64::from_str_radix(&digits, radix).map_err(|e| match e.kind() {
+        std::num::IntErrorKind::PosOverflow => ValueError::new("value out of range"),
+        _ => ValueError::parse(),
+    })
+}
+
+/// A signed number as Go's flag package reads it (`strconv.ParseInt(s, 0, 64)`).
+fn go_int(s: &str) -> Result<i64, ValueError> {
+    let (negative, magnitude) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let n = i128::from(go_uint(magnitude)?);
+    i64::try_from(if negative { -n } else { n }).map_err(|_| ValueError::new("value out of range"))
+}
+
+/// A Go `uint` flag stored in 32 bits: larger values are out of range rather than cut.
+fn go_u32(s: &str) -> Result<u32, ValueError> {
+    u32::try_from(go_uint(s)?).map_err(|_| ValueError::new("value out of range"))
+}
+
+/// Durations as etcd's flags take them ("10m", "1h30m", "250ms").
+fn parse_duration(s: &str) -> Result<std::time::Duration, ValueError> {
+    humantime::parse_duration(s).map_err(|_| ValueError::parse())
+}
+
+/// A comma-separated list of URLs, each checked as etcd checks them when the flag is set.
+fn url_list(s: &str) -> Result<String, ValueError> {
+    for url in s.split(',') {
+        Url::parse(url).map_err(|e| ValueError::new(e.to_string()))?;
+    }
+    Ok(s.to_string())
+}
+
+/// `--initial-cluster-state`: one of etcd's two values.
+fn cluster_state(s: &str) -> Result<String, ValueError> {
+    match s {
+        "new" | "existing" => Ok(s.to_string()),
+        _ => Err(ValueError::new("invalid value")),
+    }
 }
 
 fn split_list(s: &str) -> Vec<String> {
@@ -268,7 +575,7 @@ impl Config {
             bail!("--experimental-watch-progress-notify-interval must be greater than 0");
         }
         if f.heartbeat_interval == 0 {
-            bail!("--heartbeat-interval must be greater than 0");
+            bail!("--heartbeat-interval must be >0 (set to 0ms)");
         }
         if f.election_timeout < 5 * f.heartbeat_interval {
             bail!(
@@ -360,10 +667,26 @@ pub fn parse_initial_cluster(s: &str) -> anyhow::Result<Vec<(String, Vec<String>
 mod tests {
     use super::*;
 
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Flags, FlagError> {
+        let args: Vec<String> = std::iter::once("oxcd")
+            .chain(args.iter().copied())
+            .map(str::to_string)
+            .collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse_flags(&args, &env)
+    }
+
     fn cfg(args: &[&str]) -> anyhow::Result<Config> {
-        let mut v = vec!["oxcd"];
-        v.extend_from_slice(args);
-        Config::from_flags(Flags::try_parse_from(v)?)
+        Config::from_flags(parse(args, &[])?)
+    }
+
+    /// The error's text and exit code.
+    fn err(args: &[&str], env: &[(&str, &str)]) -> (String, i32) {
+        let e = parse(args, env).unwrap_err();
+        (e.to_string(), e.exit_code())
     }
 
     #[test]
@@ -393,14 +716,222 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.listen_client_urls.len(), 2);
-        let e = cfg(&["--listen-client-urls", "127.0.0.1:1"]).unwrap_err();
-        assert!(format!("{e:#}").contains("listen-client-urls"), "{e:#}");
-        let e = cfg(&["--initial-cluster-state", "bogus"]).unwrap_err();
-        assert!(format!("{e:#}").contains("initial-cluster-state"));
         let e = cfg(&["--election-timeout", "200"]).unwrap_err();
-        assert!(format!("{e:#}").contains("election-timeout"));
-        assert!(Flags::try_parse_from(["oxcd", "--heartbeat-interval", "abc"]).is_err());
-        assert!(Flags::try_parse_from(["oxcd", "--no-such-flag"]).is_err());
+        assert_eq!(
+            e.to_string(),
+            "--election-timeout[200ms] should be at least as 5 times as --heartbeat-interval[100ms]"
+        );
+    }
+
+    #[test]
+    fn go_flag_syntax() {
+        let f = parse(&["-name", "a", "--data-dir=d", "-wal-dir=w"], &[]).unwrap();
+        assert_eq!(f.name, "a");
+        assert_eq!(f.data_dir, Some(PathBuf::from("d")));
+        assert_eq!(f.wal_dir, Some(PathBuf::from("w")));
+        // A flag that needs a value takes the next argument, whatever it looks like.
+        let f = parse(
+            &["--name", "--data-dir", "--quota-backend-bytes", "-5"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!((f.name.as_str(), f.data_dir), ("--data-dir", None));
+        assert_eq!(f.quota_backend_bytes, -5);
+        assert_eq!(parse(&["--name="], &[]).unwrap().name, "");
+        // Numbers as Go reads them.
+        let f = parse(
+            &["--snapshot-count=0x10", "--heartbeat-interval", "1_000"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!((f.snapshot_count, f.heartbeat_interval), (16, 1000));
+        assert_eq!(
+            parse(&["--election-timeout=010"], &[])
+                .unwrap()
+                .election_timeout,
+            8
+        );
+        assert!(parse(&["--version"], &[]).unwrap().version);
+        assert!(parse(&["-version=true"], &[]).unwrap().version);
+        assert!(!parse(&["--version=0"], &[]).unwrap().version);
+    }
+
+    #[test]
+    fn command_line_errors_like_go_flag() {
+        let bad = |args: &[&str], want: &str| assert_eq!(err(args, &[]), (want.to_string(), 2));
+        bad(
+            &["--bogus-flag", "1"],
+            "flag provided but not defined: -bogus-flag",
+        );
+        bad(
+            &["-bogus-flag=1"],
+            "flag provided but not defined: -bogus-flag",
+        );
+        bad(&["-x"], "flag provided but not defined: -x");
+        bad(&["---name", "x"], "bad flag syntax: ---name");
+        bad(&["--name"], "flag needs an argument: -name");
+        bad(
+            &["--heartbeat-interval", "abc"],
+            r#"invalid value "abc" for flag -heartbeat-interval: parse error"#,
+        );
+        bad(
+            &["-snapshot-count=-x"],
+            r#"invalid value "-x" for flag -snapshot-count: parse error"#,
+        );
+        bad(
+            &["--heartbeat-interval="],
+            r#"invalid value "" for flag -heartbeat-interval: parse error"#,
+        );
+        bad(
+            &["--snapshot-count=99999999999999999999"],
+            r#"invalid value "99999999999999999999" for flag -snapshot-count: value out of range"#,
+        );
+        bad(
+            &["--experimental-watch-progress-notify-interval", "xyz"],
+            r#"invalid value "xyz" for flag -experimental-watch-progress-notify-interval: parse error"#,
+        );
+        bad(
+            &["--version=abc"],
+            r#"invalid boolean value "abc" for -version: parse error"#,
+        );
+        bad(
+            &["--initial-cluster-state", "bogus"],
+            r#"invalid value "bogus" for flag -initial-cluster-state: invalid value"#,
+        );
+        bad(
+            &["--listen-client-urls", "ftp://127.0.0.1:1"],
+            "invalid value \"ftp://127.0.0.1:1\" for flag -listen-client-urls: \
+             URL scheme must be http, https, unix, or unixs: ftp://127.0.0.1:1",
+        );
+        // The first bad flag is the one reported.
+        bad(
+            &["--bogus", "--heartbeat-interval=abc"],
+            "flag provided but not defined: -bogus",
+        );
+    }
+
+    #[test]
+    fn arguments_after_the_flags_are_refused() {
+        let not_a_flag = |args: &[&str], arg: &str| {
+            let want =
+                format!("error verifying flags, '{arg}' is not a valid flag. See 'etcd --help'.");
+            assert_eq!(err(args, &[]), (want, 1));
+        };
+        not_a_flag(&["foo"], "foo");
+        // Go's flag package stops at the first argument that is not a flag.
+        not_a_flag(&["--name", "a", "foo", "--bogus"], "foo");
+        not_a_flag(&["--", "--name"], "--name");
+        not_a_flag(&["-"], "-");
+    }
+
+    #[test]
+    fn help_and_version() {
+        for h in ["-h", "--help", "-help"] {
+            let e = parse(&[h], &[]).unwrap_err();
+            assert!(
+                matches!(&e, FlagError::Help(t) if t.contains("--data-dir")),
+                "{e:?}"
+            );
+            assert!(e.to_string().contains("[env: ETCD_DATA_DIR]"), "{e}");
+            assert!(!e.to_string().contains("ETCD_VERSION"), "{e}");
+            assert_eq!(e.exit_code(), 0);
+        }
+        // --version does not look at the environment.
+        let f = parse(&["--version"], &[("ETCD_VERSION", "1"), ("ETCD_NAME", "x")]).unwrap();
+        assert!(f.version);
+    }
+
+    #[test]
+    fn environment() {
+        let f = parse(
+            &["--data-dir", "d"],
+            &[
+                ("ETCD_NAME", "envname"),
+                ("ETCD_HEARTBEAT_INTERVAL", "0x20"),
+                ("ETCD_WAL_DIR", ""),
+                ("ETCD_BOGUS", "1"),
+                ("HOME", "/root"),
+            ],
+        )
+        .unwrap();
+        assert_eq!((f.name.as_str(), f.heartbeat_interval), ("envname", 32));
+        assert_eq!(f.wal_dir, None, "an empty variable is ignored");
+        // Parsed, as etcd does, but too late to print the version.
+        assert!(!parse(&[], &[("ETCD_VERSION", "true")]).unwrap().version);
+        assert_eq!(
+            err(&[], &[("ETCD_HEARTBEAT_INTERVAL", "abc")]),
+            (
+                "error verifying flags, invalid value \"abc\" for ETCD_HEARTBEAT_INTERVAL: \
+                 parse error. See 'etcd --help'."
+                    .to_string(),
+                1
+            )
+        );
+        // etcd reports the last bad variable in flag-name order.
+        let (text, _) = err(
+            &[],
+            &[
+                ("ETCD_SNAPSHOT_COUNT", "x"),
+                ("ETCD_HEARTBEAT_INTERVAL", "y"),
+            ],
+        );
+        assert!(text.contains("ETCD_SNAPSHOT_COUNT"), "{text}");
+        // A bad command line is reported before any variable.
+        assert_eq!(
+            err(&["--bogus"], &[("ETCD_HEARTBEAT_INTERVAL", "abc")]).1,
+            2
+        );
+    }
+
+    #[test]
+    fn variable_shadowed_by_its_flag() {
+        let shadowed = |var: &str| {
+            format!(
+                "conflicting environment variable \"{var}\" is shadowed by corresponding \
+                 command-line flag (either unset environment variable or disable flag)"
+            )
+        };
+        for args in [&["--name", "default"][..], &["-name=default"], &["--name="]] {
+            assert_eq!(
+                err(args, &[("ETCD_NAME", "other")]),
+                (shadowed("ETCD_NAME"), 1)
+            );
+        }
+        // Even an empty variable, and before a bad value in another variable.
+        assert_eq!(
+            err(
+                &["--heartbeat-interval", "100"],
+                &[
+                    ("ETCD_SNAPSHOT_COUNT", "x"),
+                    ("ETCD_HEARTBEAT_INTERVAL", "")
+                ]
+            ),
+            (shadowed("ETCD_HEARTBEAT_INTERVAL"), 1)
+        );
+        // A default value is not a flag given.
+        assert!(parse(&[], &[("ETCD_NAME", "other")]).is_ok());
+    }
+
+    #[test]
+    fn go_numbers() {
+        assert_eq!(go_uint("0").unwrap(), 0);
+        assert_eq!(go_uint("0b101").unwrap(), 5);
+        assert_eq!(go_uint("0o17").unwrap(), 15);
+        assert_eq!(go_uint("0x_1F").unwrap(), 31);
+        for bad in ["", "+1", "-1", "08", "0x", "_1", "1_", "1__0", " 1", "1.5"] {
+            assert!(go_uint(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(go_int("-0x10").unwrap(), -16);
+        assert_eq!(go_int("+7").unwrap(), 7);
+        assert_eq!(go_int("-9223372036854775808").unwrap(), i64::MIN);
+        assert_eq!(
+            go_int("9223372036854775808").unwrap_err().reason,
+            "value out of range"
+        );
+        assert_eq!(
+            go_u32("4294967296").unwrap_err().reason,
+            "value out of range"
+        );
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! `oxcd`: starts one member with etcd's flags.
 
-use clap::Parser;
-use oxcd_server::config::{Config, Flags};
+use oxcd_server::config::{parse_flags, Config, FlagError};
 use oxcd_server::server::EtcdServer;
 
 fn init_logging(cfg: &Config) {
@@ -30,8 +29,37 @@ fn init_logging(cfg: &Config) {
     }
 }
 
+/// Printed after a command-line error, where etcd prints its short usage.
+const USAGE: &str = "Usage:
+
+  oxcd [flags]
+    Start an oxcd server.
+
+  oxcd --version
+    Show the version of oxcd.
+
+  oxcd -h | --help
+    Show the help information about oxcd.
+";
+
+/// Prints a flag error where etcd prints it and exits with etcd's code.
+fn exit_with(e: &FlagError) -> ! {
+    match e {
+        FlagError::Help(text) => print!("{text}"),
+        FlagError::CommandLine(_) => eprint!("{e}\n{USAGE}"),
+        FlagError::Verify(_) | FlagError::Shadowed(_) => eprintln!("{e}"),
+    }
+    std::process::exit(e.exit_code())
+}
+
 fn main() {
-    let flags = Flags::parse();
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let flags = parse_flags(&args, &env).unwrap_or_else(|e| exit_with(&e));
     if flags.version {
         println!("oxcd Version: {}", env!("CARGO_PKG_VERSION"));
         println!("etcd API Version: {}", oxcd_server::ETCD_VERSION);
@@ -46,13 +74,8 @@ fn main() {
         );
         return;
     }
-    let cfg = match Config::from_flags(flags) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("oxcd: {e:#}");
-            std::process::exit(2);
-        }
-    };
+    let cfg = Config::from_flags(flags)
+        .unwrap_or_else(|e| exit_with(&FlagError::Verify(format!("{e:#}"))));
     init_logging(&cfg);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
