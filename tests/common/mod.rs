@@ -16,6 +16,7 @@
 
 pub mod b64;
 pub mod bins;
+pub mod cluster;
 pub mod ctl;
 pub mod http;
 pub mod member;

@@ -18,9 +18,9 @@ use tokio::sync::watch;
 
 use crate::error::{EtcdError, Result};
 use crate::lease::Lessor;
-use crate::membership::{Membership, META_KEY};
+use crate::membership::{ClusterInfo, Membership, META_KEY};
 use crate::mvcc::{MvccStore, WatchHub, WriteBatch};
-use crate::raft::node::{NodeMsg, NodeStatus};
+use crate::raft::node::{ApplyTask, NodeMsg, NodeStatus};
 use crate::raft::storage::WalStorage;
 use crate::raft::waiters::Waiters;
 use crate::server::ApplyResponse;
@@ -28,7 +28,9 @@ use crate::server::ApplyResponse;
 /// How long applied state may stay only in the WAL before redb is made durable too; the WAL
 /// already holds every entry, so this bounds replay work after a crash, not safety.
 const DURABLE_INTERVAL: Duration = Duration::from_millis(100);
-/// Entries kept in the WAL behind a compaction, for peers that fall a little behind.
+/// Entries kept in the WAL behind a compaction, for peers that fall a little behind (etcd's
+/// SnapshotCatchUpEntries); never more than --snapshot-count, so a small snapshot count (tests)
+/// makes a lagging peer take a snapshot soon, as a large one does with etcd's 5000.
 const CATCH_UP_ENTRIES: u64 = 5000;
 /// Upper bound of entries folded into one redb transaction.
 const MAX_BATCH_ENTRIES: usize = 8192;
@@ -52,19 +54,35 @@ struct Progress {
     last_durable: Instant,
     /// Applied entries committed to redb without fsync yet.
     dirty: bool,
+    /// Applied index at the last WAL compaction (etcd's snapshot index): the next one comes
+    /// --snapshot-count entries later.
+    last_snapshot: u64,
+    /// The WAL holds no entry at or below this index.
     last_compacted: u64,
 }
 
 impl Applier {
-    pub fn run(self, rx: Receiver<Vec<Entry>>) {
+    pub fn run(self, rx: Receiver<ApplyTask>) {
         let mut progress = Progress {
             last_durable: Instant::now(),
             dirty: false,
-            last_compacted: self.store.consistent_index(),
+            last_snapshot: self.store.consistent_index(),
+            last_compacted: self.storage.snapshot_meta().index,
         };
+        // A snapshot found while batching entries, applied right after them.
+        let mut next: Option<ApplyTask> = None;
         loop {
-            let mut entries = match rx.recv_timeout(DURABLE_INTERVAL) {
-                Ok(e) => e,
+            let task = match next.take() {
+                Some(t) => Ok(t),
+                None => rx.recv_timeout(DURABLE_INTERVAL),
+            };
+            let mut entries = match task {
+                Ok(ApplyTask::Entries(e)) => e,
+                Ok(ApplyTask::Snapshot { index, term, path }) => {
+                    let r = self.install_snapshot(index, term, &path, &mut progress);
+                    self.or_die(r);
+                    continue;
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     if progress.dirty {
                         self.or_die(self.make_durable(&mut progress));
@@ -80,7 +98,11 @@ impl Applier {
             };
             while entries.len() < MAX_BATCH_ENTRIES {
                 match rx.try_recv() {
-                    Ok(more) => entries.extend(more),
+                    Ok(ApplyTask::Entries(more)) => entries.extend(more),
+                    Ok(snap) => {
+                        next = Some(snap);
+                        break;
+                    }
                     Err(_) => break,
                 }
             }
@@ -185,16 +207,59 @@ impl Applier {
     fn after_durable(&self, index: u64, progress: &mut Progress) -> Result<()> {
         progress.last_durable = Instant::now();
         progress.dirty = false;
-        if index.saturating_sub(progress.last_compacted) > self.snapshot_count {
-            let to = index.saturating_sub(CATCH_UP_ENTRIES);
+        if index.saturating_sub(progress.last_snapshot) > self.snapshot_count {
+            progress.last_snapshot = index;
+            let to = index.saturating_sub(CATCH_UP_ENTRIES.min(self.snapshot_count));
             if to > progress.last_compacted {
-                self.storage
+                let done = self
+                    .storage
                     .compact(to)
                     .map_err(|e| EtcdError::Internal(format!("compacting raft log: {e:#}")))?;
-                tracing::info!("compacted raft logs up to index {to}");
-                progress.last_compacted = to;
+                if done > progress.last_compacted {
+                    tracing::info!("compacted raft logs up to index {done}");
+                    progress.last_compacted = done;
+                }
             }
         }
+        Ok(())
+    }
+
+    /// Replaces the whole state with the snapshot database at `path` (raft restored a snapshot
+    /// from the leader; every entry before it has been applied, none after it yet).
+    fn install_snapshot(
+        &self,
+        index: u64,
+        term: u64,
+        path: &std::path::Path,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        if index <= self.store.consistent_index() {
+            tracing::info!("snapshot at index {index} is not newer than the backend; skipped");
+            let _ = std::fs::remove_file(path);
+            return Ok(());
+        }
+        let start = Instant::now();
+        let info = install_snapshot_db(&self.store, path, (index, term), self.member_id)
+            .map_err(|e| EtcdError::Internal(format!("installing snapshot: {e:#}")))?;
+        self.lessor
+            .recover(self.store.leases()?, self.store.keys_with_lease()?);
+        self.membership.replace(info);
+        self.watch_hub.resync();
+        progress.dirty = false;
+        progress.last_durable = Instant::now();
+        progress.last_compacted = progress.last_compacted.max(index);
+        progress.last_snapshot = progress.last_snapshot.max(index);
+        tracing::info!(
+            "snapshot-index" = index,
+            "snapshot-term" = term,
+            revision = self.store.current_revision(),
+            took = ?start.elapsed(),
+            "restored database from snapshot"
+        );
+        if let Some(dir) = path.parent() {
+            crate::raft::snapshot::purge(dir, index, false);
+        }
+        self.publish_applied(index);
         Ok(())
     }
 
@@ -277,4 +342,38 @@ impl Applier {
             "etcdserver: unsupported request in raft entry".to_string(),
         ))
     }
+}
+
+/// Installs the snapshot database at `path`, which must hold the state at `(index, term)`, as
+/// the member's backend, keeping this member's identity: the snapshot's membership record names
+/// the sender as the local member, so it is rewritten (in the file, before the file replaces the
+/// backend) to name `local_id`. Returns the membership the snapshot holds. Used by the apply loop
+/// and, for a snapshot the WAL has but the backend lacks after a crash, at start-up.
+pub fn install_snapshot_db(
+    store: &MvccStore,
+    path: &std::path::Path,
+    (index, term): (u64, u64),
+    local_id: u64,
+) -> anyhow::Result<ClusterInfo> {
+    let mut found = None;
+    let held = MvccStore::update_meta_in_file(path, META_KEY, |raw| {
+        let raw = raw
+            .ok_or_else(|| EtcdError::Internal("snapshot has no cluster membership".to_string()))?;
+        let mut info =
+            ClusterInfo::decode(raw).map_err(|e| EtcdError::Internal(format!("{e:#}")))?;
+        info.local_id = local_id;
+        let out = info.encode();
+        found = Some(info);
+        Ok(out)
+    })?;
+    if held != (index, term) {
+        anyhow::bail!(
+            "{} holds index {} term {}, not the snapshot's index {index} term {term}",
+            path.display(),
+            held.0,
+            held.1
+        );
+    }
+    store.restore_from(path)?;
+    found.ok_or_else(|| anyhow::anyhow!("snapshot has no cluster membership"))
 }

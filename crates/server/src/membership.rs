@@ -129,6 +129,27 @@ impl Membership {
         }
     }
 
+    /// Replaces the member list with `info` (from an installed raft snapshot). This member's
+    /// identity and its client URLs (from its flags) stay as they are.
+    pub fn replace(&self, mut info: ClusterInfo) {
+        let mut cur = self.info.write();
+        info.local_id = cur.local_id;
+        let local_urls = cur
+            .members
+            .iter()
+            .find(|m| m.id == cur.local_id)
+            .map(|m| m.client_urls.clone());
+        if let (Some(urls), Some(m)) = (
+            local_urls,
+            info.members.iter_mut().find(|m| m.id == info.local_id),
+        ) {
+            if !urls.is_empty() {
+                m.client_urls = urls;
+            }
+        }
+        *cur = info;
+    }
+
     pub fn snapshot(&self) -> ClusterInfo {
         self.info.read().clone()
     }

@@ -19,10 +19,11 @@ use crate::lease::Lessor;
 use crate::membership::{ClusterInfo, Membership, META_KEY};
 use crate::mvcc::{MvccStore, WatchHub};
 use crate::raft::node::{NodeLoop, NodeStatus};
-use crate::raft::storage::WalStorage;
-use crate::raft::waiters::Waiters;
 use crate::raft::peer_service::{peer_router, PeerService};
+use crate::raft::snapshot::Snapshotter;
+use crate::raft::storage::WalStorage;
 use crate::raft::transport::Transport;
+use crate::raft::waiters::Waiters;
 use crate::raft::{HandleParts, RaftHandle};
 
 /// What applying one proposal produced; the header is already filled in by the apply loop.
@@ -88,6 +89,12 @@ impl EtcdServer {
     }
 }
 
+/// `<data-dir>/member/snap`: the backend and the raft snapshot files.
+fn snap_dir(cfg: &Config) -> std::path::PathBuf {
+    let db = cfg.backend_path();
+    db.parent().map_or_else(|| db.clone(), |d| d.to_path_buf())
+}
+
 /// How long a proposal may wait to be applied before the client gets "request timed out":
 /// etcd's 5 s plus two election timeouts.
 fn request_timeout(cfg: &Config) -> std::time::Duration {
@@ -129,7 +136,33 @@ impl EtcdServer {
             let raw = store.meta_get(META_KEY)?.context(
                 "the WAL exists but the backend has no cluster membership: data dir is damaged",
             )?;
-            let info = ClusterInfo::decode(&raw)?;
+            let mut info = ClusterInfo::decode(&raw)?;
+            let snap = wal.snapshot_meta();
+            if snap.index > store.consistent_index() {
+                // A snapshot from the leader was recorded in the WAL, but the member stopped
+                // before its database replaced the backend: install it now.
+                let name = crate::raft::snapshot::file_name(snap.term, snap.index);
+                let path = snap_dir(&cfg).join(&name);
+                if !path.exists() {
+                    anyhow::bail!(
+                        "the WAL starts after a snapshot at index {} but the backend is at index {} and {} is missing: data dir is damaged",
+                        snap.index,
+                        store.consistent_index(),
+                        path.display()
+                    );
+                }
+                tracing::info!(
+                    "snapshot-index" = snap.index,
+                    "installing the database of a snapshot received before the restart"
+                );
+                info = crate::apply::install_snapshot_db(
+                    &store,
+                    &path,
+                    (snap.index, snap.term),
+                    info.local_id,
+                )
+                .with_context(|| format!("installing snapshot {}", path.display()))?;
+            }
             tracing::info!(
                 "restarting local member: cluster-id {:x}, local-member-id {:x}, commit-index {}",
                 info.cluster_id,
@@ -155,6 +188,7 @@ impl EtcdServer {
             cfg.election_timeout_ms,
         ));
         lessor.recover(store.leases()?, store.keys_with_lease()?);
+        wal.enable_snapshots(Snapshotter::new(snap_dir(&cfg), store.clone()));
         let watch_hub = WatchHub::new(store.clone());
         watch_hub.set_progress_interval(cfg.watch_progress_notify_interval);
 
@@ -193,6 +227,7 @@ impl EtcdServer {
             info.local_id,
             node_tx.clone(),
             tokio::runtime::Handle::current(),
+            snap_dir(&cfg),
         );
         for m in info.members.iter().filter(|m| m.id != info.local_id) {
             transport.add_peer(m.id, m.peer_urls.clone());
@@ -227,6 +262,7 @@ impl EtcdServer {
             },
             peers: Box::new(transport.clone()),
             tick: std::time::Duration::from_millis(cfg.heartbeat_interval_ms),
+            snap_dir: snap_dir(&cfg),
         };
         std::thread::Builder::new()
             .name("raft".into())
@@ -261,7 +297,12 @@ impl EtcdServer {
     pub async fn serve_peers(self: &Arc<Self>) -> anyhow::Result<()> {
         for url in &self.cfg.listen_peer_urls {
             let listener = crate::http::bind(url).await?;
-            let svc = PeerService::new(self.cluster_id(), self.member_id(), self.raft.node_sender());
+            let svc = PeerService::new(
+                self.cluster_id(),
+                self.member_id(),
+                self.raft.node_sender(),
+                snap_dir(&self.cfg),
+            );
             let app = peer_router(svc);
             let raw = url.raw.clone();
             tracing::info!(address = %raw, "serving peer traffic");
@@ -308,12 +349,142 @@ impl EtcdServer {
                         return;
                     }
                     Err(e) => {
-                        tracing::warn!("failed to publish local member to cluster through raft: {e}");
+                        tracing::warn!(
+                            "failed to publish local member to cluster through raft: {e}"
+                        );
                         drop(s);
                         tokio::time::sleep(PUBLISH_RETRY).await;
                     }
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use oxcd_api::etcdserverpb::{PutRequest, RangeRequest};
+    use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+
+    use super::*;
+    use crate::config::parse_flags;
+
+    fn config(dir: &std::path::Path) -> Config {
+        let args: Vec<String> = [
+            "oxcd",
+            "--name",
+            "m1",
+            "--data-dir",
+            &dir.display().to_string(),
+            "--initial-cluster",
+            "m1=http://127.0.0.1:1,m2=http://127.0.0.1:2,m3=http://127.0.0.1:3",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Config::from_flags(parse_flags(&args, &[]).unwrap()).unwrap()
+    }
+
+    fn put(store: &MvccStore, key: &str, index: u64, term: u64) {
+        let mut b = store.write().unwrap();
+        b.put(
+            &PutRequest {
+                key: key.into(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            },
+            &|_| false,
+        )
+        .unwrap();
+        b.set_consistent_index(index, term);
+        b.commit(true).unwrap();
+    }
+
+    /// A member that crashed after recording a received snapshot in its WAL but before the
+    /// snapshot's database replaced its backend installs it at restart, keeping its identity.
+    #[tokio::test]
+    async fn restart_installs_a_snapshot_the_wal_has_but_the_backend_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let info = ClusterInfo::bootstrap(&cfg).unwrap();
+        let voters: Vec<u64> = info.members.iter().map(|m| m.id).collect();
+        let conf_state = ConfState {
+            voters: voters.clone(),
+            ..Default::default()
+        };
+
+        // The member's own state: bootstrapped, five entries applied.
+        {
+            let store = MvccStore::open(&cfg.backend_path()).unwrap();
+            let mut b = store.write().unwrap();
+            b.meta_put(META_KEY, &info.encode()).unwrap();
+            b.commit(true).unwrap();
+            put(&store, "mine", 5, 2);
+            let wal = WalStorage::open(&cfg.wal_dir).unwrap();
+            wal.bootstrap(conf_state.clone()).unwrap();
+            let ents: Vec<Entry> = (1..=5)
+                .map(|index| Entry {
+                    index,
+                    term: 2,
+                    ..Default::default()
+                })
+                .collect();
+            let hs = HardState {
+                term: 2,
+                commit: 5,
+                ..Default::default()
+            };
+            wal.append(&ents, Some(&hs), true).unwrap();
+
+            // The leader's snapshot at index 50, received into member/snap ...
+            let leader_dir = tempfile::tempdir().unwrap();
+            let leader = MvccStore::open(&leader_dir.path().join("db")).unwrap();
+            let mut leader_info = info.clone();
+            leader_info.local_id = voters
+                .iter()
+                .copied()
+                .find(|&id| id != info.local_id)
+                .unwrap();
+            let mut b = leader.write().unwrap();
+            b.meta_put(META_KEY, &leader_info.encode()).unwrap();
+            b.commit(true).unwrap();
+            put(&leader, "theirs", 49, 3);
+            put(&leader, "theirs2", 50, 3);
+            let file = snap_dir(&cfg).join(crate::raft::snapshot::file_name(3, 50));
+            assert_eq!(leader.snapshot_to(&file).unwrap(), (50, 3));
+
+            // ... and recorded in the WAL; then the crash.
+            let mut snap = Snapshot::default();
+            snap.mut_metadata().index = 50;
+            snap.mut_metadata().term = 3;
+            snap.mut_metadata().set_conf_state(conf_state);
+            snap.data = crate::raft::snapshot::file_name(3, 50).into_bytes().into();
+            wal.apply_snapshot(&snap).unwrap();
+        }
+
+        let server = EtcdServer::start(cfg.clone()).unwrap();
+        assert_eq!(server.store.consistent_index(), 50);
+        assert_eq!(server.member_id(), info.local_id);
+        assert_eq!(server.membership.local_id(), info.local_id);
+        let stored =
+            ClusterInfo::decode(&server.store.meta_get(META_KEY).unwrap().unwrap()).unwrap();
+        assert_eq!(stored.local_id, info.local_id);
+        let keys: Vec<Vec<u8>> = server
+            .store
+            .range(&RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                ..Default::default()
+            })
+            .unwrap()
+            .kvs
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
+        assert_eq!(keys, vec![b"theirs".to_vec(), b"theirs2".to_vec()]);
+        assert!(crate::raft::snapshot::list(&snap_dir(&cfg)).is_empty());
+        server.raft.stop();
     }
 }

@@ -16,9 +16,11 @@ use oxcd_api::etcdserverpb::{
     ResponseHeader, TxnRequest, TxnResponse,
 };
 use oxcd_api::mvccpb::{event::EventType, Event, KeyValue};
+use std::sync::Arc;
+
 use parking_lot::MutexGuard;
 use prost::Message;
-use redb::{Durability, Table, WriteTransaction};
+use redb::{Database, Durability, Table, WriteTransaction};
 
 use super::codec::LeaseRecord;
 use super::key_index::KeyRange;
@@ -239,6 +241,8 @@ pub struct WriteBatch<'a> {
     store: &'a MvccStore,
     /// None only after commit, or after an intermediate commit failed.
     txn: Option<WriteTransaction>,
+    /// The database `txn` belongs to, kept open while the batch lives (drops after `txn`).
+    db: Arc<Database>,
     st: BatchState,
     consistent: Option<(u64, u64)>,
     poisoned: bool,
@@ -257,10 +261,12 @@ fn durability_err(e: redb::SetDurabilityError) -> EtcdError {
 impl<'a> WriteBatch<'a> {
     pub(super) fn begin(store: &'a MvccStore) -> Result<WriteBatch<'a>> {
         let writer = store.writer.lock();
-        let txn = store.db.begin_write()?;
+        let db = store.db();
+        let txn = db.begin_write()?;
         Ok(WriteBatch {
             store,
             txn: Some(txn),
+            db,
             st: BatchState {
                 rev: store.current_revision(),
                 events: Vec::new(),
@@ -365,7 +371,7 @@ impl<'a> WriteBatch<'a> {
             .map_err(durability_err)?;
         txn.commit()?;
         self.store.current_rev.store(self.st.rev, Ordering::Release);
-        self.txn = Some(self.store.db.begin_write()?);
+        self.txn = Some(self.db.begin_write()?);
         Ok(())
     }
 

@@ -11,12 +11,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use oxcd_api::etcdserverpb::{RangeRequest, RangeResponse, TxnRequest, TxnResponse};
 use oxcd_api::mvccpb::{event::EventType, Event, KeyValue};
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
-use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition,
+    TableHandle,
+};
 
 use super::codec::{parse_kv, LeaseRecord};
 use super::hash::Crc32c;
@@ -38,7 +42,9 @@ pub(super) const META_SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
 pub(super) const META_FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
 
 pub struct MvccStore {
-    pub(super) db: Database,
+    /// Replaced as a whole when a raft snapshot is installed. Whoever begins a transaction keeps
+    /// its `Arc` alive until the transaction ends (see [`MvccStore::db`]).
+    db: RwLock<Arc<Database>>,
     path: PathBuf,
     pub(super) index: RwLock<KeyIndexTree>,
     /// Highest revision readers may see (published after its commit).
@@ -59,6 +65,16 @@ struct Loaded {
     scheduled_compact: i64,
     consistent_index: u64,
     term: u64,
+}
+
+/// Bytes of rows copied per write transaction by `snapshot_to`.
+const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024 * 1024;
+
+/// fsync of a directory, so a rename or a new file in it survives a crash.
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| EtcdError::Internal(format!("mvcc: sync {}: {e}", dir.display())))
 }
 
 fn u64_meta(v: Option<&[u8]>) -> u64 {
@@ -84,7 +100,7 @@ impl MvccStore {
         txn.commit()?;
         let l = Self::load(&db)?;
         let store = MvccStore {
-            db,
+            db: RwLock::new(Arc::new(db)),
             path: path.to_path_buf(),
             index: RwLock::new(l.index),
             current_rev: AtomicI64::new(l.current_rev),
@@ -142,7 +158,7 @@ impl MvccStore {
     /// Replaces all in-memory state with what is on disk: after a batch was dropped without
     /// committing, its index changes must not survive.
     pub(super) fn reload(&self) -> Result<()> {
-        let l = Self::load(&self.db)?;
+        let l = Self::load(&self.db())?;
         let mut idx = self.index.write();
         *idx = l.index;
         self.current_rev.store(l.current_rev, Ordering::Release);
@@ -151,6 +167,12 @@ impl MvccStore {
             .store(l.consistent_index, Ordering::Release);
         self.consistent_term.store(l.term, Ordering::Release);
         Ok(())
+    }
+
+    /// The current database. A transaction must not outlive the `Arc` it was begun from: the
+    /// database it reads may have been replaced by a snapshot, and the last `Arc` closes it.
+    pub(super) fn db(&self) -> Arc<Database> {
+        self.db.read().clone()
     }
 
     pub fn current_revision(&self) -> i64 {
@@ -188,7 +210,8 @@ impl MvccStore {
             return range::fetch::<ReadOnlyTable<&[u8], &[u8]>>(plan, None, req);
         }
         // Snapshot taken under the index lock (see the module comment), rows read without it.
-        let txn = self.db.begin_read()?;
+        let db = self.db();
+        let txn = db.begin_read()?;
         drop(idx);
         let table = txn.open_table(KEY_TABLE)?;
         range::fetch(plan, Some(&table), req)
@@ -198,7 +221,8 @@ impl MvccStore {
     /// going through the writer. Errors with Internal on a txn that writes.
     pub fn read_txn(&self, req: &TxnRequest) -> Result<TxnResponse> {
         let idx = self.index.read();
-        let txn = self.db.begin_read()?;
+        let db = self.db();
+        let txn = db.begin_read()?;
         let table = txn.open_table(KEY_TABLE)?;
         txn::read_only(
             &idx,
@@ -226,12 +250,14 @@ impl MvccStore {
         to_rev: i64,
         limit: usize,
     ) -> Result<Vec<Event>> {
-        let (txn, to_rev) = {
+        let (_db, txn, to_rev) = {
             let _idx = self.index.read();
             if from_rev < self.compact_raw() {
                 return Err(EtcdError::Compacted);
             }
-            (self.db.begin_read()?, to_rev.min(self.current_revision()))
+            let db = self.db();
+            let txn = db.begin_read()?;
+            (db, txn, to_rev.min(self.current_revision()))
         };
         let mut events = Vec::new();
         if from_rev > to_rev {
@@ -291,7 +317,8 @@ impl MvccStore {
         let Some(h) = idx.get(key, at) else {
             return Ok(None);
         };
-        let txn = self.db.begin_read()?;
+        let db = self.db();
+        let txn = db.begin_read()?;
         drop(idx);
         let table = txn.open_table(KEY_TABLE)?;
         read_kv(&table, h.rev, false).map(Some)
@@ -299,7 +326,8 @@ impl MvccStore {
 
     /// Persisted leases as (id, ttl).
     pub fn leases(&self) -> Result<Vec<(i64, i64)>> {
-        let txn = self.db.begin_read()?;
+        let db = self.db();
+        let txn = db.begin_read()?;
         let table = txn.open_table(LEASE_TABLE)?;
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -322,7 +350,8 @@ impl MvccStore {
             }
             true
         });
-        let txn = self.db.begin_read()?;
+        let db = self.db();
+        let txn = db.begin_read()?;
         drop(idx);
         // Revision order reads the table's pages sequentially.
         revs.sort_unstable();
@@ -340,9 +369,145 @@ impl MvccStore {
     }
 
     pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let txn = self.db.begin_read()?;
+        let db = self.db();
+        let txn = db.begin_read()?;
         let table = txn.open_table(META_TABLE)?;
         Ok(table.get(key.as_bytes())?.map(|g| g.value().to_vec()))
+    }
+
+    /// Writes a consistent point-in-time copy of the whole database (every table) into a new
+    /// redb file at `path`, replacing any file there, and makes it durable. Returns the raft
+    /// index and term the copy holds (its consistent index): the copy is exactly the state after
+    /// applying the log up to that index.
+    ///
+    /// The copy is logical (row by row, so it is compact) and reads one redb snapshot; the writer
+    /// is held up only while that read transaction begins.
+    pub fn snapshot_to(&self, path: &Path) -> Result<(u64, u64)> {
+        let db = self.db();
+        let src = {
+            // Between batches: a batch may publish part of its rows early (`flush`, for a
+            // compaction) before it records its consistent index.
+            let _w = self.writer.lock();
+            db.begin_read()?
+        };
+        let io = |what: &str, e: std::io::Error| {
+            EtcdError::Internal(format!("mvcc: {what} {}: {e}", path.display()))
+        };
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove", e)),
+        }
+        if src.list_multimap_tables()?.next().is_some() {
+            return Err(EtcdError::Internal(
+                "mvcc: snapshot of multimap tables is not supported".into(),
+            ));
+        }
+        let names: Vec<String> = src.list_tables()?.map(|t| t.name().to_string()).collect();
+        let dst = Database::create(path)?;
+        let mut txn = dst.begin_write()?;
+        for name in &names {
+            let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(name);
+            let from = src.open_table(def)?;
+            let mut rows = from.iter()?;
+            loop {
+                // Rows go in chunks of write transactions, so a large database is not held in
+                // one transaction's memory; only the last commit needs to be durable.
+                let mut chunk = 0usize;
+                let mut more = false;
+                {
+                    let mut to = txn.open_table(def)?;
+                    for row in rows.by_ref() {
+                        let (k, v) = row?;
+                        to.insert(k.value(), v.value())?;
+                        chunk += k.value().len() + v.value().len();
+                        if chunk >= SNAPSHOT_CHUNK_BYTES {
+                            more = true;
+                            break;
+                        }
+                    }
+                }
+                if !more {
+                    break;
+                }
+                txn.set_durability(Durability::None)
+                    .map_err(|e| EtcdError::Internal(format!("backend: {e}")))?;
+                txn.commit()?;
+                txn = dst.begin_write()?;
+            }
+        }
+        let meta = src.open_table(META_TABLE)?;
+        let index = u64_meta(meta.get(META_CONSISTENT_INDEX)?.as_ref().map(|g| g.value()));
+        let term = u64_meta(meta.get(META_TERM)?.as_ref().map(|g| g.value()));
+        txn.commit()?;
+        drop(dst);
+        std::fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io("sync", e))?;
+        Ok((index, term))
+    }
+
+    /// Rewrites meta row `key` of the (closed) database file at `path`: `f` gets the current
+    /// value and returns the new one. For member-local values in a received snapshot, before it
+    /// is installed. Returns the consistent index and term the file holds.
+    pub fn update_meta_in_file(
+        path: &Path,
+        key: &str,
+        f: impl FnOnce(Option<&[u8]>) -> Result<Vec<u8>>,
+    ) -> Result<(u64, u64)> {
+        let db = Database::open(path)?;
+        let txn = db.begin_write()?;
+        let consistent = {
+            let mut meta = txn.open_table(META_TABLE)?;
+            let old = meta.get(key.as_bytes())?.map(|g| g.value().to_vec());
+            let new = f(old.as_deref())?;
+            meta.insert(key.as_bytes(), &new[..])?;
+            let index = u64_meta(meta.get(META_CONSISTENT_INDEX)?.as_ref().map(|g| g.value()));
+            let term = u64_meta(meta.get(META_TERM)?.as_ref().map(|g| g.value()));
+            (index, term)
+        };
+        txn.commit()?;
+        Ok(consistent)
+    }
+
+    /// Replaces the whole store with the database file at `path` (a snapshot made by
+    /// [`MvccStore::snapshot_to`], durable on disk), which is moved over this store's file: the
+    /// rename is the commit point, a crash leaves either the old or the new database. Rebuilds the
+    /// key index, revisions and consistent index from it. Readers see the old state or the new,
+    /// never a mix; transactions already begun finish on the old database.
+    pub fn restore_from(&self, path: &Path) -> Result<()> {
+        let db = Database::open(path)?;
+        let txn = db.begin_write()?;
+        for t in [KEY_TABLE, META_TABLE, LEASE_TABLE] {
+            txn.open_table(t)?;
+        }
+        txn.commit()?;
+        let l = Self::load(&db)?;
+        let _w = self.writer.lock();
+        std::fs::rename(path, &self.path).map_err(|e| {
+            EtcdError::Internal(format!(
+                "mvcc: rename {} to {}: {e}",
+                path.display(),
+                self.path.display()
+            ))
+        })?;
+        if let Some(dir) = self.path.parent() {
+            sync_dir(dir)?;
+        }
+        let old = {
+            let mut idx = self.index.write();
+            let old = std::mem::replace(&mut *self.db.write(), Arc::new(db));
+            *idx = l.index;
+            self.current_rev.store(l.current_rev, Ordering::Release);
+            self.compact_rev.store(l.compact_rev, Ordering::Release);
+            self.consistent_index
+                .store(l.consistent_index, Ordering::Release);
+            self.consistent_term.store(l.term, Ordering::Release);
+            old
+        };
+        // Closed here, or by the last reader still in a transaction on it.
+        drop(old);
+        Ok(())
     }
 
     pub fn db_size(&self) -> u64 {
@@ -354,7 +519,8 @@ impl MvccStore {
     pub fn db_size_in_use(&self) -> u64 {
         let size = self.db_size();
         let _w = self.writer.lock();
-        let Ok(txn) = self.db.begin_write() else {
+        let db = self.db();
+        let Ok(txn) = db.begin_write() else {
             return size;
         };
         let used = txn
@@ -388,7 +554,8 @@ impl MvccStore {
                 keep.insert(r);
             }
         });
-        let txn = self.db.begin_read()?;
+        let db = self.db();
+        let txn = db.begin_read()?;
         drop(idx);
         let table = txn.open_table(KEY_TABLE)?;
         let mut h = Crc32c::new();
@@ -407,5 +574,114 @@ impl MvccStore {
             h.update(v.value());
         }
         Ok((h.finish(), compact))
+    }
+}
+
+#[cfg(test)]
+mod snapshot_tests {
+    use oxcd_api::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest};
+
+    use super::MvccStore;
+
+    fn put(s: &MvccStore, k: &str, v: &str, lease: i64) {
+        let mut b = s.write().unwrap();
+        b.put(
+            &PutRequest {
+                key: k.into(),
+                value: v.into(),
+                lease,
+                ..Default::default()
+            },
+            &|_| true,
+        )
+        .unwrap();
+        b.commit(false).unwrap();
+    }
+
+    fn all(s: &MvccStore, rev: i64) -> Vec<(Vec<u8>, Vec<u8>, i64, i64)> {
+        let r = s
+            .range(&RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                revision: rev,
+                ..Default::default()
+            })
+            .unwrap();
+        r.kvs
+            .into_iter()
+            .map(|kv| (kv.key, kv.value, kv.mod_revision, kv.lease))
+            .collect()
+    }
+
+    #[test]
+    fn snapshot_to_and_restore_from_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = MvccStore::open(&dir.path().join("a/member/snap/db")).unwrap();
+        for i in 0..50 {
+            put(&a, &format!("k{i:02}"), &format!("v{i}"), 0);
+        }
+        put(&a, "leased", "x", 7);
+        {
+            let mut b = a.write().unwrap();
+            b.put_lease(7, 60).unwrap();
+            b.delete_range(&DeleteRangeRequest {
+                key: b"k00".to_vec(),
+                ..Default::default()
+            })
+            .unwrap();
+            b.compact(20).unwrap();
+            b.meta_put("oxcd_cluster", b"members").unwrap();
+            b.set_consistent_index(123, 4);
+            // Not durable: a snapshot still sees every commit.
+            b.commit(false).unwrap();
+        }
+        let snap = dir.path().join("snap.tmp");
+        let rev = a.current_revision();
+        assert_eq!(rev, 53);
+        assert_eq!(a.snapshot_to(&snap).unwrap(), (123, 4));
+        // Writes after the snapshot are not in it.
+        put(&a, "later", "y", 0);
+
+        let b = MvccStore::open(&dir.path().join("b/member/snap/db")).unwrap();
+        put(&b, "stale", "z", 0);
+        let hits = MvccStore::open(&dir.path().join("b/member/snap/db"));
+        assert!(hits.is_err(), "a second open of the same file must fail");
+        b.restore_from(&snap).unwrap();
+        assert!(!snap.exists(), "the snapshot file is moved into place");
+        assert_eq!(b.consistent_index(), 123);
+        assert_eq!(b.consistent_term(), 4);
+        assert_eq!(b.current_revision(), rev);
+        assert_eq!(b.compact_revision(), 20);
+        assert_eq!(b.leases().unwrap(), vec![(7, 60)]);
+        assert_eq!(b.keys_with_lease().unwrap(), vec![(b"leased".to_vec(), 7)]);
+        assert_eq!(b.meta_get("oxcd_cluster").unwrap().unwrap(), b"members");
+        assert_eq!(all(&b, 0), all(&a, rev));
+        assert_eq!(all(&b, 30), all(&a, 30));
+        assert_eq!(b.hash_kv(rev).unwrap(), a.hash_kv(rev).unwrap());
+        assert!(all(&b, 0).iter().all(|kv| kv.0 != b"stale"));
+
+        // Writes go on from the snapshot, and a reopen finds the restored file.
+        put(&b, "after", "w", 0);
+        assert_eq!(b.current_revision(), rev + 1);
+        let path = dir.path().join("b/member/snap/db");
+        drop(b);
+        let b = MvccStore::open(&path).unwrap();
+        assert_eq!(b.consistent_index(), 123);
+        assert_eq!(b.current_revision(), rev + 1);
+        assert_eq!(all(&b, 0).len(), 51);
+
+        // Member-local meta rows are rewritten in a snapshot file before it is installed.
+        let snap2 = dir.path().join("snap2.tmp");
+        a.snapshot_to(&snap2).unwrap();
+        let held = MvccStore::update_meta_in_file(&snap2, "oxcd_cluster", |old| {
+            assert_eq!(old, Some(&b"members"[..]));
+            Ok(b"mine".to_vec())
+        })
+        .unwrap();
+        assert_eq!(held, (123, 4));
+        b.restore_from(&snap2).unwrap();
+        assert_eq!(b.meta_get("oxcd_cluster").unwrap().unwrap(), b"mine");
+        assert_eq!(b.current_revision(), rev + 1);
+        assert!(all(&b, 0).iter().any(|kv| kv.0 == b"later"));
     }
 }

@@ -4,6 +4,7 @@ pub mod ids;
 pub mod logger;
 pub mod node;
 pub mod peer_service;
+pub mod snapshot;
 pub mod storage;
 pub mod transport;
 pub mod waiters;

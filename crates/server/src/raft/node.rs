@@ -2,6 +2,7 @@
 //! persists them to the WAL and hands committed entries to the apply loop.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,8 +65,21 @@ impl PeerSender for NoPeers {
     }
 }
 
-/// Committed entries travel to the apply loop in the order raft committed them.
-pub type ApplySender = Sender<Vec<Entry>>;
+/// What the apply loop is handed, in log order.
+#[derive(Debug)]
+pub enum ApplyTask {
+    /// Committed entries, in the order raft committed them.
+    Entries(Vec<Entry>),
+    /// A snapshot from the leader replaces the whole state: the database file at `path` holds
+    /// the state after applying the log up to `index` (whose term is `term`).
+    Snapshot {
+        index: u64,
+        term: u64,
+        path: PathBuf,
+    },
+}
+
+pub type ApplySender = Sender<ApplyTask>;
 
 pub struct NodeLoop {
     pub node: RawNode<WalStorage>,
@@ -79,6 +93,8 @@ pub struct NodeLoop {
     pub on_step_down: Box<dyn Fn() + Send>,
     pub peers: Box<dyn PeerSender>,
     pub tick: Duration,
+    /// `<data-dir>/member/snap`, where received snapshot files are.
+    pub snap_dir: PathBuf,
 }
 
 /// Most requests drained from the channel per turn, so ticks are never starved.
@@ -216,7 +232,9 @@ impl NodeLoop {
         // A leader may send before its own fsync (raft thesis 10.2.1).
         self.send(rd.take_messages());
         if !rd.snapshot().is_empty() {
-            anyhow::bail!("receiving a raft snapshot needs peers; this member has none");
+            // Before this Ready's entries (which follow the snapshot) and after every entry
+            // delivered so far (which precede it).
+            self.install_snapshot(rd.snapshot())?;
         }
         self.deliver(rd.take_committed_entries());
         for rs in rd.take_read_states() {
@@ -246,9 +264,45 @@ impl NodeLoop {
     }
 
     fn deliver(&self, entries: Vec<Entry>) {
-        if !entries.is_empty() && self.apply_tx.send(entries).is_err() {
+        if !entries.is_empty() && self.apply_tx.send(ApplyTask::Entries(entries)).is_err() {
             tracing::warn!("apply loop has stopped; committed entries not delivered");
         }
+    }
+
+    /// A snapshot raft restored from the leader: the log restarts after it in the WAL now, and
+    /// the apply loop swaps in its database once it has applied what came before.
+    fn install_snapshot(&self, snap: &raft::eraftpb::Snapshot) -> anyhow::Result<()> {
+        let meta = snap.get_metadata();
+        let (index, term) = (meta.index, meta.term);
+        let name = std::str::from_utf8(&snap.data)
+            .ok()
+            .filter(|n| super::snapshot::parse_file_name(n) == Some((term, index)))
+            .ok_or_else(|| {
+                anyhow::anyhow!("raft snapshot at index {index} names no snapshot file")
+            })?;
+        let path = self.snap_dir.join(name);
+        if !path.exists() {
+            anyhow::bail!(
+                "raft snapshot at index {index}: {} is missing",
+                path.display()
+            );
+        }
+        self.storage.apply_snapshot(snap)?;
+        tracing::info!(
+            "snapshot-index" = index,
+            "snapshot-term" = term,
+            "applying snapshot: raft log restarts after the snapshot, installing its database"
+        );
+        self.status.commit.fetch_max(index, Ordering::AcqRel);
+        self.status.last_index.fetch_max(index, Ordering::AcqRel);
+        if self
+            .apply_tx
+            .send(ApplyTask::Snapshot { index, term, path })
+            .is_err()
+        {
+            tracing::warn!("apply loop has stopped; snapshot not installed");
+        }
+        Ok(())
     }
 
     fn send(&self, msgs: Vec<Message>) {

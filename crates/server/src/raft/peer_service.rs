@@ -3,17 +3,24 @@
 //! Each other member keeps one `Send` stream open to this one; every message in a batch is
 //! handed to the node thread as it arrives. Batches for another cluster or another member are
 //! refused, which ends the stream: a misconfigured member must never feed raft.
+//!
+//! A raft snapshot arrives on a `SendSnapshot` stream of its own: the database file is written to
+//! a temporary file in the snap dir, synced and renamed to the name the snapshot message gives,
+//! and only then is the message stepped into raft, so raft never restores a snapshot whose
+//! database is not on disk.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use oxcd_api::oxcdpeer::{
     peer_server::{Peer, PeerServer},
-    ProbeRequest, ProbeResponse, RaftBatch, SendAck,
+    ProbeRequest, ProbeResponse, RaftBatch, SendAck, SnapshotAck, SnapshotChunk,
 };
 use parking_lot::Mutex;
 use protobuf::Message as _;
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::node::NodeMsg;
@@ -27,15 +34,26 @@ pub struct PeerService {
     local_id: u64,
     node_tx: Sender<NodeMsg>,
     last_mismatch_log: Mutex<Option<Instant>>,
+    /// `<data-dir>/member/snap`: received snapshot files go there.
+    snap_dir: PathBuf,
+    /// Makes temporary file names unique across concurrent receives.
+    recv_seq: AtomicU64,
 }
 
 impl PeerService {
-    pub fn new(cluster_id: u64, local_id: u64, node_tx: Sender<NodeMsg>) -> PeerService {
+    pub fn new(
+        cluster_id: u64,
+        local_id: u64,
+        node_tx: Sender<NodeMsg>,
+        snap_dir: PathBuf,
+    ) -> PeerService {
         PeerService {
             cluster_id,
             local_id,
             node_tx,
             last_mismatch_log: Mutex::new(None),
+            snap_dir,
+            recv_seq: AtomicU64::new(0),
         }
     }
 
@@ -56,21 +74,98 @@ impl PeerService {
         );
     }
 
-    fn check(&self, batch: &RaftBatch) -> Result<(), Status> {
-        if batch.cluster_id != self.cluster_id {
-            self.log_cluster_mismatch(batch.from, batch.cluster_id);
+    fn check(&self, cluster_id: u64, from: u64, to: u64) -> Result<(), Status> {
+        if cluster_id != self.cluster_id {
+            self.log_cluster_mismatch(from, cluster_id);
             return Err(Status::failed_precondition(format!(
                 "cluster ID mismatch: member {:x} is in cluster {:x}, request is for cluster {:x}",
-                self.local_id, self.cluster_id, batch.cluster_id
+                self.local_id, self.cluster_id, cluster_id
             )));
         }
-        if batch.to != self.local_id {
+        if to != self.local_id {
             return Err(Status::failed_precondition(format!(
                 "member ID mismatch: this is member {:x}, request is for member {:x}",
-                self.local_id, batch.to
+                self.local_id, to
             )));
         }
         Ok(())
+    }
+
+    /// Receives one snapshot: its message from the first chunk, its file from all of them.
+    /// Returns the message once the file is durable under its final name.
+    async fn receive_snapshot(
+        &self,
+        stream: &mut Streaming<SnapshotChunk>,
+    ) -> Result<(Message, u64), Status> {
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        self.check(first.cluster_id, first.from, first.to)?;
+        let msg = Message::parse_from_bytes(&first.message)
+            .map_err(|e| Status::invalid_argument(format!("malformed raft message: {e}")))?;
+        let meta = msg.get_snapshot().get_metadata();
+        let (index, term) = (meta.index, meta.term);
+        let name = std::str::from_utf8(&msg.get_snapshot().data)
+            .ok()
+            .filter(|n| super::snapshot::parse_file_name(n) == Some((term, index)))
+            .filter(|_| msg.get_msg_type() == MessageType::MsgSnapshot)
+            .ok_or_else(|| Status::invalid_argument("not a raft snapshot message"))?
+            .to_string();
+        tracing::info!(
+            "remote-peer-id" = %format_args!("{:x}", first.from),
+            "snapshot-index" = index,
+            "receiving database snapshot"
+        );
+        let io = |what: &str, e: std::io::Error| Status::internal(format!("{what}: {e}"));
+        tokio::fs::create_dir_all(&self.snap_dir)
+            .await
+            .map_err(|e| io("creating snap dir", e))?;
+        let seq = self.recv_seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = TempFile(self.snap_dir.join(format!("{index:016x}-{seq}.recv.tmp")));
+        let mut file = tokio::fs::File::create(&tmp.0)
+            .await
+            .map_err(|e| io("creating snapshot file", e))?;
+        let mut size = 0u64;
+        let mut chunk = first;
+        loop {
+            use tokio::io::AsyncWriteExt;
+            file.write_all(&chunk.data)
+                .await
+                .map_err(|e| io("writing snapshot file", e))?;
+            size += chunk.data.len() as u64;
+            if chunk.last {
+                break;
+            }
+            chunk = stream
+                .message()
+                .await?
+                .ok_or_else(|| Status::invalid_argument("snapshot stream ended early"))?;
+        }
+        file.sync_all()
+            .await
+            .map_err(|e| io("syncing snapshot file", e))?;
+        drop(file);
+        let final_path = self.snap_dir.join(&name);
+        tokio::fs::rename(&tmp.0, &final_path)
+            .await
+            .map_err(|e| io("renaming snapshot file", e))?;
+        std::mem::forget(tmp);
+        let dir = self.snap_dir.clone();
+        tokio::task::spawn_blocking(move || super::snapshot::sync_dir(&dir))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| io("syncing snap dir", e))?;
+        Ok((msg, size))
+    }
+}
+
+/// Removes a partly received file unless forgotten.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -79,18 +174,55 @@ impl Peer for PeerService {
     async fn send(&self, req: Request<Streaming<RaftBatch>>) -> Result<Response<SendAck>, Status> {
         let mut stream = req.into_inner();
         while let Some(batch) = stream.message().await? {
-            self.check(&batch)?;
+            self.check(batch.cluster_id, batch.from, batch.to)?;
             for bytes in &batch.messages {
                 // Parsing from `Bytes` lets entry payloads share the received frame's buffer.
                 let msg = Message::parse_from_carllerche_bytes(bytes).map_err(|e| {
                     Status::invalid_argument(format!("malformed raft message: {e}"))
                 })?;
+                if msg.get_msg_type() == MessageType::MsgSnapshot {
+                    // Its database file comes with SendSnapshot; without it raft must not see it.
+                    return Err(Status::invalid_argument(
+                        "raft snapshot messages go through SendSnapshot",
+                    ));
+                }
                 if self.node_tx.send(NodeMsg::Step(Box::new(msg))).is_err() {
                     return Err(Status::unavailable("etcdserver: server stopped"));
                 }
             }
         }
         Ok(Response::new(SendAck {}))
+    }
+
+    async fn send_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SnapshotAck>, Status> {
+        let mut stream = req.into_inner();
+        let start = Instant::now();
+        let (msg, size) = match self.receive_snapshot(&mut stream).await {
+            Ok(r) => r,
+            Err(status) => {
+                tracing::warn!(
+                    "local-member-id" = %format_args!("{:x}", self.local_id),
+                    error = %status.message(),
+                    "failed to receive database snapshot"
+                );
+                return Err(status);
+            }
+        };
+        tracing::info!(
+            "remote-peer-id" = %format_args!("{:x}", msg.from),
+            "snapshot-index" = msg.get_snapshot().get_metadata().index,
+            bytes = size,
+            size = %super::snapshot::human_size(size),
+            took = ?start.elapsed(),
+            "received and saved database snapshot"
+        );
+        if self.node_tx.send(NodeMsg::Step(Box::new(msg))).is_err() {
+            return Err(Status::unavailable("etcdserver: server stopped"));
+        }
+        Ok(Response::new(SnapshotAck {}))
     }
 
     async fn probe(&self, req: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {

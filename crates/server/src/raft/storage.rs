@@ -5,12 +5,14 @@
 //! Writes are batched per `Ready` and fsync'd before raft is told they are persisted.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use raft_engine::{Config as EngineConfig, Engine, LogBatch, MessageExt, ReadableSize};
+
+use super::snapshot::Snapshotter;
 
 /// raft-engine keeps many raft groups apart by id; a member has exactly one.
 const GROUP: u64 = 1;
@@ -42,6 +44,11 @@ struct Cached {
 pub struct WalStorage {
     engine: Arc<Engine>,
     cached: Arc<RwLock<Cached>>,
+    /// Serialises the writers of the snapshot metadata: compaction (apply thread) and snapshot
+    /// install (node thread).
+    meta_lock: Arc<Mutex<()>>,
+    /// Produces the snapshots raft sends to lagging followers; unset in tests that need none.
+    snapshotter: Arc<OnceLock<Arc<Snapshotter>>>,
 }
 
 fn engine_err(e: raft_engine::Error) -> raft::Error {
@@ -73,7 +80,47 @@ impl WalStorage {
         Ok(WalStorage {
             engine: Arc::new(engine),
             cached: Arc::new(RwLock::new(cached)),
+            meta_lock: Arc::new(Mutex::new(())),
+            snapshotter: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// Lets raft send snapshots made by `s` (shared by every clone).
+    pub fn enable_snapshots(&self, s: Arc<Snapshotter>) {
+        let _ = self.snapshotter.set(s);
+    }
+
+    /// Index, term and configuration of the last entry dropped from the log (by compaction or
+    /// by installing a snapshot).
+    pub fn snapshot_meta(&self) -> SnapshotMetadata {
+        self.cached.read().snapshot_meta.clone()
+    }
+
+    /// Follower side of a raft snapshot: the log restarts right after `snap`. Drops every entry,
+    /// records the snapshot's index, term and configuration, and raises the commit index to it,
+    /// in one synced write. The state machine is replaced separately (the apply loop installs the
+    /// database file); until it is, a restart finds the WAL ahead of the backend and installs the
+    /// file first.
+    pub fn apply_snapshot(&self, snap: &Snapshot) -> anyhow::Result<()> {
+        let _g = self.meta_lock.lock();
+        let meta = snap.get_metadata();
+        let mut hs = self.hard_state();
+        hs.commit = hs.commit.max(meta.index);
+        hs.term = hs.term.max(meta.term);
+        let mut batch = LogBatch::default();
+        batch.add_command(GROUP, raft_engine::Command::Clean);
+        batch.put_message(GROUP, KEY_SNAPSHOT_META.to_vec(), meta)?;
+        batch.put_message(GROUP, KEY_CONF_STATE.to_vec(), meta.get_conf_state())?;
+        batch.put_message(GROUP, KEY_HARD_STATE.to_vec(), &hs)?;
+        self.engine.write(&mut batch, true)?;
+        {
+            let mut c = self.cached.write();
+            c.snapshot_meta = meta.clone();
+            c.conf_state = meta.get_conf_state().clone();
+            c.hard_state = hs;
+        }
+        self.engine.purge_expired_files()?;
+        Ok(())
     }
 
     /// True when the log has never been written: the member must bootstrap.
@@ -160,13 +207,19 @@ impl WalStorage {
         self.cached.read().hard_state.clone()
     }
 
-    /// Drops entries up to and including `index`, which the state machine has made durable.
-    pub fn compact(&self, index: u64) -> anyhow::Result<()> {
-        let term = raft::Storage::term(self, index).map_err(|e| anyhow::anyhow!("{e}"))?;
+    /// Drops entries up to and including `index`, which the state machine has made durable, but
+    /// none after a snapshot raft recently sent (its follower will need them). Returns the index
+    /// the log now starts after.
+    pub fn compact(&self, index: u64) -> anyhow::Result<u64> {
+        let _g = self.meta_lock.lock();
         let mut meta = self.cached.read().snapshot_meta.clone();
+        let limit = self.snapshotter.get().and_then(|s| s.compact_limit());
+        let index = limit.map_or(index, |l| index.min(l));
         if index <= meta.index {
-            return Ok(());
+            // Already dropped (an installed snapshot starts the log later).
+            return Ok(meta.index);
         }
+        let term = raft::Storage::term(self, index).map_err(|e| anyhow::anyhow!("{e}"))?;
         meta.index = index;
         meta.term = term;
         meta.set_conf_state(self.conf_state());
@@ -176,7 +229,7 @@ impl WalStorage {
         self.engine.write(&mut batch, true)?;
         self.cached.write().snapshot_meta = meta;
         self.engine.purge_expired_files()?;
-        Ok(())
+        Ok(index)
     }
 
     /// Total bytes the WAL files use.
@@ -248,12 +301,24 @@ impl raft::Storage for WalStorage {
         })
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Sending the state machine to a lagging peer needs the peer transport; a single
-        // member never asks for it.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    /// A snapshot for a follower that needs entries before `first_index`: the latest database
+    /// copy, if it reaches at least `first_index - 1` (so the follower can go on with entries)
+    /// and `request_index`; otherwise one is started in the background and raft asks again (on
+    /// the follower's next heartbeat response).
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
+        let Some(s) = self.snapshotter.get() else {
+            return Err(unavailable());
+        };
+        let min = request_index.max(self.first_index()?.saturating_sub(1));
+        let ready = s.get(min).filter(|r| r.index > 0).ok_or_else(unavailable)?;
+        let mut snap = Snapshot::default();
+        let meta = snap.mut_metadata();
+        meta.index = ready.index;
+        meta.term = ready.term;
+        meta.set_conf_state(self.conf_state());
+        snap.data = ready.name.into_bytes().into();
+        Ok(snap)
     }
 }
 
@@ -320,5 +385,76 @@ mod tests {
         assert_eq!(s.last_index().unwrap(), 9);
         assert_eq!(s.term(9).unwrap(), 2);
         assert_eq!(s.conf_state().voters, vec![7]);
+    }
+
+    #[test]
+    fn apply_snapshot_then_append_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = WalStorage::open(dir.path()).unwrap();
+        s.bootstrap(ConfState {
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        })
+        .unwrap();
+        // A follower with a stale log, partly beyond the snapshot, with a conflicting term.
+        let ents: Vec<Entry> = (1..=30).map(|i| entry(i, 1)).collect();
+        let hs = HardState {
+            term: 2,
+            vote: 3,
+            commit: 12,
+            ..Default::default()
+        };
+        s.append(&ents, Some(&hs), true).unwrap();
+        s.compact(5).unwrap();
+
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = 20;
+        snap.mut_metadata().term = 3;
+        snap.mut_metadata().set_conf_state(ConfState {
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        });
+        s.apply_snapshot(&snap).unwrap();
+        assert_eq!(s.first_index().unwrap(), 21);
+        assert_eq!(s.last_index().unwrap(), 20);
+        assert_eq!(s.term(20).unwrap(), 3);
+        assert!(s.term(19).is_err());
+        assert!(
+            s.term(25).is_err(),
+            "entries after the snapshot are dropped"
+        );
+        assert_eq!(s.hard_state().commit, 20);
+        assert_eq!(s.hard_state().term, 3);
+        assert_eq!(s.hard_state().vote, 3);
+        assert_eq!(s.snapshot_meta().index, 20);
+        // A compaction behind the snapshot (the apply loop racing it) is a no-op.
+        s.compact(10).unwrap();
+        assert_eq!(s.snapshot_meta().index, 20);
+
+        s.append(&[entry(21, 3), entry(22, 3)], None, true).unwrap();
+        assert_eq!(s.last_index().unwrap(), 22);
+        let got = s
+            .entries(21, 23, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![21, 22]
+        );
+        drop(s);
+
+        let s = WalStorage::open(dir.path()).unwrap();
+        assert!(!s.is_empty());
+        assert_eq!(s.first_index().unwrap(), 21);
+        assert_eq!(s.last_index().unwrap(), 22);
+        assert_eq!(s.term(20).unwrap(), 3);
+        assert_eq!(s.term(22).unwrap(), 3);
+        assert_eq!(s.hard_state().commit, 20);
+        assert_eq!(s.conf_state().voters, vec![1, 2, 3]);
+        assert_eq!(s.snapshot_meta().term, 3);
+        // Without a snapshotter, raft is told to wait.
+        assert_eq!(
+            s.snapshot(0, 2).unwrap_err(),
+            raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)
+        );
     }
 }

@@ -12,13 +12,18 @@
 //! until it breaks, and reconnects with backoff. While a peer is down its messages are dropped and
 //! raft is told (`NodeMsg::Unreachable`) so the leader stops optimistic replication to it; raft
 //! retransmits whatever was lost once the peer answers again.
+//!
+//! A raft snapshot (`MsgSnapshot`) does not go on that stream: a task dials the peer anew and
+//! streams the database file the message names with `SendSnapshot`, one snapshot at a time per
+//! peer, then reports the outcome to raft (`NodeMsg::ReportSnapshot`).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use oxcd_api::oxcdpeer::{peer_client::PeerClient, ProbeRequest, RaftBatch};
+use oxcd_api::oxcdpeer::{peer_client::PeerClient, ProbeRequest, RaftBatch, SnapshotChunk};
 use parking_lot::{Mutex, RwLock};
 use prost::bytes::Bytes;
 use protobuf::{CodedOutputStream, Message as _};
@@ -67,6 +72,8 @@ struct Inner {
     node_tx: Sender<NodeMsg>,
     rt: Handle,
     peers: RwLock<HashMap<u64, Peer>>,
+    /// Where the snapshot files that `MsgSnapshot`s name are.
+    snap_dir: PathBuf,
 }
 
 #[derive(Clone, Copy)]
@@ -78,6 +85,9 @@ struct Ids {
 struct Peer {
     link: Arc<Link>,
     task: JoinHandle<()>,
+    urls: Vec<String>,
+    /// Held by the task sending a snapshot to this peer, so snapshots go one at a time.
+    snap_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What the node thread and a peer's stream share.
@@ -110,8 +120,15 @@ enum LinkState {
 }
 
 impl Transport {
-    /// `rt` runs the peers' tasks; `node_tx` receives `Unreachable` reports.
-    pub fn new(cluster_id: u64, local_id: u64, node_tx: Sender<NodeMsg>, rt: Handle) -> Transport {
+    /// `rt` runs the peers' tasks; `node_tx` receives `Unreachable` and `ReportSnapshot`
+    /// reports; `snap_dir` holds the snapshot files to send.
+    pub fn new(
+        cluster_id: u64,
+        local_id: u64,
+        node_tx: Sender<NodeMsg>,
+        rt: Handle,
+        snap_dir: PathBuf,
+    ) -> Transport {
         Transport {
             inner: Arc::new(Inner {
                 ids: Ids {
@@ -121,6 +138,7 @@ impl Transport {
                 node_tx,
                 rt,
                 peers: RwLock::new(HashMap::new()),
+                snap_dir,
             }),
         }
     }
@@ -140,13 +158,19 @@ impl Transport {
         let task = self.inner.rt.spawn(
             PeerTask {
                 link: link.clone(),
-                urls: peer_urls,
+                urls: peer_urls.clone(),
                 ids: self.inner.ids,
                 node_tx: self.inner.node_tx.clone(),
             }
             .run(),
         );
-        let old = self.inner.peers.write().insert(id, Peer { link, task });
+        let peer = Peer {
+            link,
+            task,
+            urls: peer_urls,
+            snap_lock: Arc::new(tokio::sync::Mutex::new(())),
+        };
+        let old = self.inner.peers.write().insert(id, peer);
         if let Some(old) = old {
             old.stop();
         }
@@ -167,6 +191,11 @@ impl Transport {
         // run of messages to one peer takes that peer's lock once and wakes its stream once.
         let mut run: Option<Run<'_>> = None;
         for m in msgs {
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                let peer = peers.get(&m.to);
+                self.send_snapshot(m, peer);
+                continue;
+            }
             if run.as_ref().is_none_or(|r| r.to != m.to) {
                 if let Some(r) = run.take() {
                     r.finish(&self.inner.node_tx);
@@ -180,6 +209,32 @@ impl Transport {
         if let Some(r) = run {
             r.finish(&self.inner.node_tx);
         }
+    }
+
+    /// Hands a `MsgSnapshot` to a task that streams its database file to the peer.
+    fn send_snapshot(&self, m: Message, peer: Option<&Peer>) {
+        let to = m.to;
+        let Some(peer) = peer else {
+            tracing::debug!("dropping raft snapshot to unknown peer {to:x}");
+            let _ = self
+                .inner
+                .node_tx
+                .try_send(NodeMsg::ReportSnapshot(to, false));
+            return;
+        };
+        let sender = SnapshotSender {
+            ids: self.inner.ids,
+            to,
+            urls: peer.urls.clone(),
+            snap_dir: self.inner.snap_dir.clone(),
+        };
+        let lock = peer.snap_lock.clone();
+        let node_tx = self.inner.node_tx.clone();
+        self.inner.rt.spawn(async move {
+            let _one_at_a_time = lock.lock().await;
+            let ok = sender.send(m).await;
+            let _ = node_tx.send(NodeMsg::ReportSnapshot(to, ok));
+        });
     }
 }
 
@@ -245,15 +300,6 @@ impl<'a> Run<'a> {
         let open = matches!(q.state, LinkState::Connecting | LinkState::Active);
         if !open || q.msgs.len() >= MAX_QUEUED_MESSAGES {
             self.dropped = true;
-        } else if m.get_msg_type() == MessageType::MsgSnapshot {
-            // Sending snapshots is not implemented yet. Note raft-rs keeps the peer's progress in
-            // Snapshot state (no appends) until the node reports the snapshot's outcome
-            // (`report_snapshot(.., Failure)`); an unreachable report alone does not end it.
-            tracing::warn!(
-                "remote-peer-id" = %format_args!("{:x}", self.to),
-                "dropping raft snapshot message: snapshot transfer is not supported yet"
-            );
-            self.dropped = true;
         } else {
             q.msgs.push(m);
             self.queued = true;
@@ -271,6 +317,174 @@ impl<'a> Run<'a> {
             // try_send: the node thread must not block on its own inbox.
             let _ = node_tx.try_send(NodeMsg::Unreachable(self.to));
         }
+    }
+}
+
+/// Bytes of the database file per `SnapshotChunk`.
+const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Streams one snapshot to one peer.
+struct SnapshotSender {
+    ids: Ids,
+    to: u64,
+    urls: Vec<String>,
+    snap_dir: PathBuf,
+}
+
+impl SnapshotSender {
+    /// True once the peer has stored the file and taken the message.
+    async fn send(self, m: Message) -> bool {
+        let meta = m.get_snapshot().get_metadata();
+        let (index, term) = (meta.index, meta.term);
+        let peer = format!("{:x}", self.to);
+        let start = Instant::now();
+        match self.stream(m).await {
+            Ok(size) => {
+                tracing::info!(
+                    "remote-peer-id" = %peer,
+                    "snapshot-index" = index,
+                    "snapshot-term" = term,
+                    bytes = size,
+                    size = %super::snapshot::human_size(size),
+                    took = ?start.elapsed(),
+                    "sent database snapshot"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "remote-peer-id" = %peer,
+                    "snapshot-index" = index,
+                    error = %e,
+                    "failed to send database snapshot"
+                );
+                false
+            }
+        }
+    }
+
+    async fn stream(&self, m: Message) -> Result<u64, String> {
+        let name = std::str::from_utf8(&m.get_snapshot().data)
+            .ok()
+            .filter(|n| super::snapshot::parse_file_name(n).is_some())
+            .ok_or("the snapshot message names no snapshot file")?
+            .to_string();
+        let path = self.snap_dir.join(&name);
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| format!("open {}: {e}", path.display()))?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| format!("stat {}: {e}", path.display()))?
+            .len();
+        let message = m
+            .write_to_bytes()
+            .map_err(|e| format!("encoding snapshot message: {e}"))?;
+        tracing::info!(
+            "remote-peer-id" = %format_args!("{:x}", self.to),
+            "snapshot-index" = m.get_snapshot().get_metadata().index,
+            bytes = size,
+            size = %super::snapshot::human_size(size),
+            "sending database snapshot"
+        );
+        let mut client = self.dial().await?;
+        // A read error ends the body early; the peer then refuses the incomplete file and the
+        // cause is reported from here.
+        let read_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let source = ChunkSource {
+            file,
+            remaining: size,
+            message: Some(message),
+            ids: self.ids,
+            to: self.to,
+            error: read_error.clone(),
+        };
+        let body = futures::stream::unfold(source, |mut s| async move {
+            let chunk = s.next_chunk().await?;
+            Some((chunk, s))
+        });
+        let r = client.send_snapshot(body).await;
+        if let Some(e) = read_error.lock().take() {
+            return Err(e);
+        }
+        match r {
+            Ok(_) => Ok(size),
+            Err(status) => {
+                let mut why = status.message().to_string();
+                if let Some(cause) = std::error::Error::source(&status) {
+                    why.push_str(": ");
+                    why.push_str(&error_chain(cause));
+                }
+                Err(why)
+            }
+        }
+    }
+
+    /// A connection of its own, so the file does not share HTTP/2 flow control with raft traffic.
+    /// The peer checks the cluster and member IDs of the first chunk itself.
+    async fn dial(&self) -> Result<PeerClient<Channel>, String> {
+        let mut last = "no peer URLs".to_string();
+        for url in &self.urls {
+            if !url.starts_with("http://") {
+                last = format!("peer URL {url}: only http:// is supported by this build");
+                continue;
+            }
+            let endpoint = match Endpoint::from_shared(url.to_string()) {
+                Ok(e) => e,
+                Err(e) => {
+                    last = format!("dial {url}: {e}");
+                    continue;
+                }
+            };
+            match endpoint
+                .connect_timeout(DIAL_TIMEOUT)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                .keep_alive_while_idle(true)
+                .connect()
+                .await
+            {
+                Ok(channel) => return Ok(PeerClient::new(channel)),
+                Err(e) => last = format!("dial {url}: {}", error_chain(&e)),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// The request body of one `SendSnapshot` call: the file in chunks, the message in the first.
+struct ChunkSource {
+    file: tokio::fs::File,
+    remaining: u64,
+    message: Option<Vec<u8>>,
+    ids: Ids,
+    to: u64,
+    error: Arc<Mutex<Option<String>>>,
+}
+
+impl ChunkSource {
+    async fn next_chunk(&mut self) -> Option<SnapshotChunk> {
+        use tokio::io::AsyncReadExt;
+        if self.message.is_none() && self.remaining == 0 {
+            return None;
+        }
+        let n = self.remaining.min(SNAPSHOT_CHUNK_BYTES as u64) as usize;
+        let mut data = vec![0u8; n];
+        if let Err(e) = self.file.read_exact(&mut data).await {
+            *self.error.lock() = Some(format!("reading snapshot file: {e}"));
+            return None;
+        }
+        self.remaining -= n as u64;
+        Some(SnapshotChunk {
+            cluster_id: self.ids.cluster_id,
+            from: self.ids.local_id,
+            to: self.to,
+            message: self.message.take().unwrap_or_default(),
+            data,
+            last: self.remaining == 0,
+        })
     }
 }
 
@@ -597,6 +811,8 @@ mod tests {
         rx: Receiver<NodeMsg>,
         server: JoinHandle<()>,
         transport: Transport,
+        /// Snap dir of this member: snapshots to send and received ones.
+        snap: tempfile::TempDir,
     }
 
     impl Member {
@@ -604,11 +820,23 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let (tx, rx) = crossbeam_channel::unbounded();
+            let snap = tempfile::tempdir().unwrap();
             let server = serve(
                 listener,
-                peer_router(PeerService::new(cluster_id, id, tx.clone())),
+                peer_router(PeerService::new(
+                    cluster_id,
+                    id,
+                    tx.clone(),
+                    snap.path().to_path_buf(),
+                )),
             );
-            let transport = Transport::new(cluster_id, id, tx.clone(), Handle::current());
+            let transport = Transport::new(
+                cluster_id,
+                id,
+                tx.clone(),
+                Handle::current(),
+                snap.path().to_path_buf(),
+            );
             Member {
                 id,
                 addr,
@@ -616,6 +844,7 @@ mod tests {
                 rx,
                 server,
                 transport,
+                snap,
             }
         }
 
@@ -641,7 +870,12 @@ mod tests {
             };
             self.server = serve(
                 listener,
-                peer_router(PeerService::new(cluster_id, self.id, self.tx.clone())),
+                peer_router(PeerService::new(
+                    cluster_id,
+                    self.id,
+                    self.tx.clone(),
+                    self.snap.path().to_path_buf(),
+                )),
             );
         }
     }
@@ -845,16 +1079,124 @@ mod tests {
 
         let b = Member::start(CLUSTER, 2).await;
         a.transport.add_peer(2, vec![b.url()]);
-        let mut snap = heartbeat(1, 2, 0);
-        snap.set_msg_type(MessageType::MsgSnapshot);
+        // A snapshot whose file is missing fails (raft is told) without holding up messages.
+        let snap = snapshot_msg(1, 2, 7, 1000);
         a.transport.send(vec![snap, heartbeat(1, 2, 1)]);
-        assert!(drain_unreachable(&a.rx, 2));
         assert_eq!(next_step(&b.rx, WAIT).await.unwrap().commit, 1);
+        assert_eq!(next_report(&a.rx, WAIT).await, Some((2, false)));
+        // To an unknown peer, too.
+        a.transport.send(vec![snapshot_msg(1, 6, 7, 1000)]);
+        assert_eq!(next_report(&a.rx, WAIT).await, Some((6, false)));
 
         a.transport.remove_peer(2);
         a.transport.send(vec![heartbeat(1, 2, 2)]);
         assert!(drain_unreachable(&a.rx, 2));
         assert!(next_step(&b.rx, Duration::from_millis(200)).await.is_none());
         drop(silent);
+    }
+
+    fn snapshot_msg(from: u64, to: u64, term: u64, index: u64) -> Message {
+        let mut m = heartbeat(from, to, 0);
+        m.set_msg_type(MessageType::MsgSnapshot);
+        let snap = m.mut_snapshot();
+        snap.mut_metadata().index = index;
+        snap.mut_metadata().term = term;
+        snap.data = crate::raft::snapshot::file_name(term, index)
+            .into_bytes()
+            .into();
+        m
+    }
+
+    /// Next snapshot report, skipping other node messages.
+    async fn next_report(rx: &Receiver<NodeMsg>, within: Duration) -> Option<(u64, bool)> {
+        let deadline = Instant::now() + within;
+        loop {
+            match rx.try_recv() {
+                Ok(NodeMsg::ReportSnapshot(id, ok)) => return Some((id, ok)),
+                Ok(_) => {}
+                Err(_) if Instant::now() >= deadline => return None,
+                Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshot_file_is_streamed_then_stepped() {
+        let a = Member::start(CLUSTER, 1).await;
+        let b = Member::start(CLUSTER, 2).await;
+        a.transport.add_peer(2, vec![b.url()]);
+        // Several chunks and a partial last one.
+        let body: Vec<u8> = (0..(2 * SNAPSHOT_CHUNK_BYTES + 12345))
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let name = crate::raft::snapshot::file_name(3, 4242);
+        std::fs::write(a.snap.path().join(&name), &body).unwrap();
+        a.transport
+            .send(vec![heartbeat(1, 2, 0), snapshot_msg(1, 2, 3, 4242)]);
+        // The heartbeat is not held up; the snapshot message arrives once its file is stored.
+        assert_eq!(next_step(&b.rx, WAIT).await.unwrap().commit, 0);
+        let m = next_step(&b.rx, WAIT).await.expect("snapshot message");
+        assert_eq!(m.get_msg_type(), MessageType::MsgSnapshot);
+        assert_eq!(m.get_snapshot().get_metadata().index, 4242);
+        assert_eq!(std::fs::read(b.snap.path().join(&name)).unwrap(), body);
+        assert_eq!(next_report(&a.rx, WAIT).await, Some((2, true)));
+        let leftovers: Vec<_> = std::fs::read_dir(b.snap.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+
+        // A snapshot message on the raft stream is refused: its file would be missing.
+        let mut client = PeerClient::connect(b.url()).await.unwrap();
+        let batch = RaftBatch {
+            cluster_id: CLUSTER,
+            from: 1,
+            to: 2,
+            messages: vec![Bytes::from(
+                snapshot_msg(1, 2, 3, 4243).write_to_bytes().unwrap(),
+            )],
+        };
+        let err = client
+            .send(futures::stream::iter([batch]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+        // A snapshot for another cluster is refused before anything is written.
+        let chunk = SnapshotChunk {
+            cluster_id: CLUSTER + 1,
+            from: 1,
+            to: 2,
+            message: snapshot_msg(1, 2, 3, 4244).write_to_bytes().unwrap(),
+            data: vec![1, 2, 3],
+            last: true,
+        };
+        let err = client
+            .send_snapshot(futures::stream::iter([chunk]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        // An incomplete one leaves nothing behind.
+        let chunk = SnapshotChunk {
+            cluster_id: CLUSTER,
+            from: 1,
+            to: 2,
+            message: snapshot_msg(1, 2, 3, 4245).write_to_bytes().unwrap(),
+            data: vec![1, 2, 3],
+            last: false,
+        };
+        assert!(client
+            .send_snapshot(futures::stream::iter([chunk]))
+            .await
+            .is_err());
+        assert!(next_step(&b.rx, Duration::from_millis(200)).await.is_none());
+        let names: Vec<String> = std::fs::read_dir(b.snap.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![name]);
     }
 }
