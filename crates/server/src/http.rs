@@ -13,6 +13,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 
 use crate::config::Url;
+use crate::h2_authority::AuthorityFix;
 use crate::server::EtcdServer;
 
 /// How long /health waits for a linearizable read before calling the member unhealthy.
@@ -109,7 +110,8 @@ pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> std:
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder.http2().max_concurrent_streams(u32::MAX);
             if let Err(e) = builder
-                .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                // etcdctl 3.4 sends `:authority: http://host:port`, which h2 rejects.
+                .serve_connection_with_upgrades(TokioIo::new(AuthorityFix::new(tcp)), svc)
                 .await
             {
                 tracing::debug!("client connection closed: {e}");

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod h2_authority;
 pub mod http;
 pub mod lease;
 pub mod membership;
