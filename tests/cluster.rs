@@ -236,8 +236,13 @@ impl Run {
             .filter_map(|l| l.rsplit(", ").next())
             .collect();
         if hashes.len() != self.c.nodes.len() || hashes.windows(2).any(|w| w[0] != w[1]) {
-            self.t
-                .problem(format!("{label}: the hashes differ (see the step)"));
+            // `--cluster` asks the members `member list` names with client URLs.
+            let list = self.c.ctl(self.at(role), &["member", "list"]);
+            self.t.problem(format!(
+                "{label}: not one equal hash per member: {}\n`member list` via {role} now: {}",
+                clip(&out.to_string(), 300, 12),
+                clip(&list.to_string(), 300, 12)
+            ));
         }
         self.t
             .add(label, sorted_lines(&self.norm.apply(&out.stdout)));

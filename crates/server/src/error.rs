@@ -39,6 +39,10 @@ pub enum EtcdError {
     NotLeader,
     #[error("etcdserver: request timed out")]
     Timeout,
+    /// A proposal that never reached raft because no leader appeared before the request's
+    /// deadline: etcd's blocked proposal returns the bare context error, with code Unknown.
+    #[error("context deadline exceeded")]
+    DeadlineExceeded,
     #[error("etcdserver: server stopped")]
     Stopped,
     #[error("etcdserver: not capable")]
@@ -67,7 +71,7 @@ impl EtcdError {
             LeaseNotFound | MemberNotFound => Code::NotFound,
             LeaseExist | NotLeader | AuthNotEnabled => Code::FailedPrecondition,
             NoLeader | Timeout | Stopped | NotCapable | UnhealthyCluster => Code::Unavailable,
-            Internal(_) => Code::Unknown,
+            Internal(_) | DeadlineExceeded => Code::Unknown,
         }
     }
 }

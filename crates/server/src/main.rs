@@ -101,8 +101,17 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let urls = cfg.listen_client_urls.clone();
     let server = tokio::task::spawn_blocking(move || EtcdServer::start(cfg)).await??;
     server.serve_peers().await?;
-    server.spawn_publish();
     oxcd_server::lease::spawn_expiry_loop(server.clone());
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+
+    // Like etcd, answer clients only once this member's attributes are applied: connections
+    // wait in the listen backlog until then.
+    tokio::select! {
+        _ = server.publish() => {}
+        _ = tokio::signal::ctrl_c() => return shutdown(&server).await,
+        _ = sigterm.recv() => return shutdown(&server).await,
+    }
+
     let mut tasks = tokio::task::JoinSet::new();
     for (listener, url) in listeners.into_iter().zip(urls) {
         tracing::info!(address = %url.raw, "serving client traffic insecurely; this is strongly discouraged!");
@@ -112,7 +121,6 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         });
     }
     tracing::info!("ready to serve client requests");
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = sigterm.recv() => {}
@@ -122,6 +130,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             }
         }
     }
+    shutdown(&server).await
+}
+
+async fn shutdown(server: &EtcdServer) -> anyhow::Result<()> {
     tracing::info!("received signal; shutting down");
     server.raft.stop();
     // Give the apply loop a moment to make its last batch durable.

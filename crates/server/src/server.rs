@@ -261,6 +261,7 @@ impl EtcdServer {
                 Box::new(move || lessor.demote())
             },
             peers: Box::new(transport.clone()),
+            pending_props: Default::default(),
             tick: std::time::Duration::from_millis(cfg.heartbeat_interval_ms),
             snap_dir: snap_dir(&cfg),
         };
@@ -320,44 +321,38 @@ impl EtcdServer {
 const PUBLISH_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl EtcdServer {
-    /// Publishes this member's name and client URLs through raft, as etcd does after start, so
-    /// every member's `member list` shows them. Retries until the cluster commits it.
-    pub fn spawn_publish(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let server = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                let Some(s) = server.upgrade() else { return };
-                let req = InternalRaftRequest {
-                    cluster_member_attr_set: Some(
-                        oxcd_api::membershippb::ClusterMemberAttrSetRequest {
-                            member_id: s.member_id(),
-                            member_attributes: Some(oxcd_api::membershippb::Attributes {
-                                name: s.cfg.name.clone(),
-                                client_urls: s.cfg.advertise_client_urls.clone(),
-                            }),
-                        },
-                    ),
-                    ..Default::default()
-                };
-                match s.propose(req).await {
-                    Ok(_) => {
-                        tracing::info!(
-                            "published local member to cluster through raft: local-member-id {:x}, cluster-id {:x}",
-                            s.member_id(),
-                            s.cluster_id()
-                        );
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(
-                            "failed to publish local member to cluster through raft: {e}"
-                        );
-                        drop(s);
-                        tokio::time::sleep(PUBLISH_RETRY).await;
-                    }
+    /// Publishes this member's name and client URLs through raft, as etcd does after start, and
+    /// returns once it is applied here — by then every earlier entry is applied too, so the
+    /// member answers clients with the cluster's current view. Retries until committed.
+    pub async fn publish(self: &Arc<Self>) {
+        loop {
+            let req = InternalRaftRequest {
+                cluster_member_attr_set: Some(
+                    oxcd_api::membershippb::ClusterMemberAttrSetRequest {
+                        member_id: self.member_id(),
+                        member_attributes: Some(oxcd_api::membershippb::Attributes {
+                            name: self.cfg.name.clone(),
+                            client_urls: self.cfg.advertise_client_urls.clone(),
+                        }),
+                    },
+                ),
+                ..Default::default()
+            };
+            match self.propose(req).await {
+                Ok(_) => {
+                    tracing::info!(
+                        "published local member to cluster through raft: local-member-id {:x}, cluster-id {:x}",
+                        self.member_id(),
+                        self.cluster_id()
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!("failed to publish local member to cluster through raft: {e}");
+                    tokio::time::sleep(PUBLISH_RETRY).await;
                 }
             }
-        })
+        }
     }
 }
 

@@ -3,7 +3,10 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "oxutl", about = "A simple command line client for oxcd data files.")]
+#[command(
+    name = "oxutl",
+    about = "A simple command line client for oxcd data files."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -27,5 +30,7 @@ fn main() {
 /// etcdutl prints the major.minor API version it speaks.
 fn api_version() -> String {
     let v = oxcd_server::ETCD_VERSION;
-    v.rsplit_once('.').map(|(mm, _)| mm.to_string()).unwrap_or_else(|| v.to_string())
+    v.rsplit_once('.')
+        .map(|(mm, _)| mm.to_string())
+        .unwrap_or_else(|| v.to_string())
 }

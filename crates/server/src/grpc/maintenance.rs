@@ -49,6 +49,10 @@ impl Maintenance for MaintenanceService {
         _req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let s = &self.server;
+        let mut errors = vec![];
+        if s.raft.leader() == 0 {
+            errors.push(crate::error::EtcdError::NoLeader.to_string());
+        }
         Ok(Response::new(StatusResponse {
             header: Some(s.header()),
             version: crate::ETCD_VERSION.to_string(),
@@ -57,7 +61,7 @@ impl Maintenance for MaintenanceService {
             raft_index: s.raft.commit_index(),
             raft_term: s.raft.term(),
             raft_applied_index: s.raft.applied_index(),
-            errors: vec![],
+            errors,
             db_size_in_use: s.store.db_size_in_use() as i64,
             is_learner: false,
             ..Default::default()

@@ -126,8 +126,11 @@ impl RaftHandle {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(EtcdError::Stopped),
             Err(_) => {
-                self.inner.waiters.forget(id);
-                Err(EtcdError::Timeout)
+                if self.inner.waiters.forget(id) {
+                    Err(EtcdError::Timeout)
+                } else {
+                    Err(EtcdError::DeadlineExceeded)
+                }
             }
         }
     }

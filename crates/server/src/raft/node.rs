@@ -95,6 +95,8 @@ pub struct NodeLoop {
     pub tick: Duration,
     /// `<data-dir>/member/snap`, where received snapshot files are.
     pub snap_dir: PathBuf,
+    /// Proposals that arrived while no leader was known, waiting for one (etcd blocks them).
+    pub pending_props: std::collections::VecDeque<(u64, Vec<u8>)>,
 }
 
 /// Most requests drained from the channel per turn, so ticks are never starved.
@@ -104,6 +106,7 @@ impl NodeLoop {
     pub fn run(mut self) {
         let mut next_tick = Instant::now() + self.tick;
         let mut read_seq: u64 = 0;
+        let read_nonce: u64 = rand::random();
         let mut pending_reads: PendingReads = HashMap::new();
         let mut new_reads = Vec::new();
         loop {
@@ -134,10 +137,16 @@ impl NodeLoop {
                     next_tick = Instant::now() + self.tick;
                 }
             }
+            self.flush_pending_proposals();
             if !new_reads.is_empty() {
                 // One ReadIndex round serves every read that arrived in this turn.
                 read_seq += 1;
-                let ctx = read_seq.to_be_bytes().to_vec();
+                // Followers' contexts meet at the leader: member ID plus a per-start nonce keep
+                // them apart across members and restarts.
+                let mut ctx = Vec::with_capacity(24);
+                ctx.extend_from_slice(&self.node.raft.id.to_be_bytes());
+                ctx.extend_from_slice(&read_nonce.to_be_bytes());
+                ctx.extend_from_slice(&read_seq.to_be_bytes());
                 self.node.read_index(ctx.clone());
                 pending_reads.insert(ctx, std::mem::take(&mut new_reads));
             }
@@ -150,22 +159,49 @@ impl NodeLoop {
         }
     }
 
+    fn propose(&mut self, id: u64, data: Vec<u8>) {
+        if !self.waiters.mark_proposed(id) {
+            return; // its caller gave up while it waited for a leader
+        }
+        if let Err(e) = self.node.propose(vec![], data) {
+            let err = match e {
+                raft::Error::ProposalDropped => {
+                    if self.node.raft.leader_id == raft::INVALID_ID {
+                        EtcdError::NoLeader
+                    } else {
+                        EtcdError::NotLeader
+                    }
+                }
+                other => EtcdError::Internal(other.to_string()),
+            };
+            self.waiters.fail(id, err);
+        }
+    }
+
+    /// Proposes what waited for a leader once one is known; while none is, drops the ones whose
+    /// callers have given up so the queue stays bounded.
+    fn flush_pending_proposals(&mut self) {
+        if self.pending_props.is_empty() {
+            return;
+        }
+        if self.node.raft.leader_id == raft::INVALID_ID {
+            let waiters = &self.waiters;
+            self.pending_props.retain(|(id, _)| waiters.is_waiting(*id));
+            return;
+        }
+        while let Some((id, data)) = self.pending_props.pop_front() {
+            self.propose(id, data);
+        }
+    }
+
     /// Returns false when the loop must stop.
     fn handle(&mut self, m: NodeMsg, new_reads: &mut Vec<ReadWaiter>) -> bool {
         match m {
             NodeMsg::Propose { id, data } => {
-                if let Err(e) = self.node.propose(vec![], data) {
-                    let err = match e {
-                        raft::Error::ProposalDropped => {
-                            if self.node.raft.leader_id == raft::INVALID_ID {
-                                EtcdError::NoLeader
-                            } else {
-                                EtcdError::NotLeader
-                            }
-                        }
-                        other => EtcdError::Internal(other.to_string()),
-                    };
-                    self.waiters.fail(id, err);
+                if self.node.raft.leader_id == raft::INVALID_ID {
+                    self.pending_props.push_back((id, data));
+                } else {
+                    self.propose(id, data);
                 }
             }
             NodeMsg::ReadIndex(tx) => new_reads.push(tx),
