@@ -48,6 +48,8 @@ pub struct Applier {
     pub cluster_id: u64,
     pub snapshot_count: u64,
     pub membership: Arc<Membership>,
+    /// --max-snapshots: snapshot files kept on disk.
+    pub max_snapshots: usize,
 }
 
 struct Progress {
@@ -257,7 +259,7 @@ impl Applier {
             "restored database from snapshot"
         );
         if let Some(dir) = path.parent() {
-            crate::raft::snapshot::purge(dir, index, false);
+            crate::raft::snapshot::purge(dir, index, false, self.max_snapshots);
         }
         self.publish_applied(index);
         Ok(())

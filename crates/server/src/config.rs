@@ -82,6 +82,16 @@ pub struct Flags {
     #[arg(long, default_value = "100000", value_parser = go_uint)]
     pub snapshot_count: u64,
 
+    /// Maximum number of snapshot files to retain (0 is unlimited).
+    #[arg(long, default_value = "5", value_parser = go_uint)]
+    pub max_snapshots: u64,
+
+    /// Maximum number of WAL files to retain (0 is unlimited). Accepted for etcd compatibility:
+    /// raft-engine deletes a log file as soon as compaction leaves no live entry in it, so the
+    /// WAL never holds more than the entries raft still needs.
+    #[arg(long, default_value = "5", value_parser = go_uint)]
+    pub max_wals: u64,
+
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, default_value = "100", value_parser = go_uint)]
     pub heartbeat_interval: u64,
@@ -138,6 +148,7 @@ pub struct Config {
     pub initial_cluster_state_new: bool,
     pub initial_cluster_token: String,
     pub snapshot_count: u64,
+    pub max_snapshots: usize,
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
     pub quota_backend_bytes: i64,
@@ -620,6 +631,7 @@ impl Config {
             initial_cluster_state_new,
             initial_cluster_token: f.initial_cluster_token,
             snapshot_count: f.snapshot_count,
+            max_snapshots: usize::try_from(f.max_snapshots).unwrap_or(usize::MAX),
             heartbeat_interval_ms: f.heartbeat_interval,
             election_timeout_ms: f.election_timeout,
             quota_backend_bytes: f.quota_backend_bytes,

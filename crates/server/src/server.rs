@@ -188,7 +188,11 @@ impl EtcdServer {
             cfg.election_timeout_ms,
         ));
         lessor.recover(store.leases()?, store.keys_with_lease()?);
-        wal.enable_snapshots(Snapshotter::new(snap_dir(&cfg), store.clone()));
+        wal.enable_snapshots(Snapshotter::new(
+            snap_dir(&cfg),
+            store.clone(),
+            cfg.max_snapshots,
+        ));
         let watch_hub = WatchHub::new(store.clone());
         watch_hub.set_progress_interval(cfg.watch_progress_notify_interval);
 
@@ -245,6 +249,7 @@ impl EtcdServer {
             cluster_id: info.cluster_id,
             snapshot_count: cfg.snapshot_count,
             membership: membership.clone(),
+            max_snapshots: cfg.max_snapshots,
         };
         std::thread::Builder::new()
             .name("apply".into())

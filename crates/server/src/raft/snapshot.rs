@@ -21,7 +21,8 @@ use crate::mvcc::MvccStore;
 
 const SUFFIX: &str = ".snap.db";
 /// Produced or received snapshot files kept in the snap dir (plus any not installed yet).
-const KEEP_FILES: usize = 2;
+/// etcd's --max-snapshots default; 0 keeps every file.
+pub const DEFAULT_MAX_SNAPSHOTS: usize = 5;
 /// After a failed attempt, how long before producing a snapshot is tried again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 /// How long after raft last took a snapshot the WAL keeps the entries right after it, so the
@@ -61,13 +62,13 @@ pub fn list(dir: &Path) -> Vec<(u64, u64, PathBuf)> {
     out
 }
 
-/// Deletes snapshot files but the newest `KEEP_FILES`, never one newer than `applied` (a received
-/// snapshot not installed yet), and every leftover temporary file when `tmp_too`.
-pub fn purge(dir: &Path, applied: u64, tmp_too: bool) {
+/// Deletes snapshot files but the newest `keep` (0: none deleted), never one newer than `applied`
+/// (a received snapshot not installed yet), and every leftover temporary file when `tmp_too`.
+pub fn purge(dir: &Path, applied: u64, tmp_too: bool, keep: usize) {
     let files = list(dir);
     let n = files.len();
     for (i, (index, _, path)) in files.into_iter().enumerate() {
-        if i + KEEP_FILES < n && index <= applied {
+        if keep > 0 && i + keep < n && index <= applied {
             if let Err(e) = std::fs::remove_file(&path) {
                 tracing::warn!("failed to remove old snapshot {}: {e}", path.display());
             }
@@ -104,16 +105,19 @@ struct State {
 /// Produces snapshot files of the store in the background, one at a time.
 pub struct Snapshotter {
     dir: PathBuf,
+    /// --max-snapshots: snapshot files kept on disk.
+    keep: usize,
     store: Arc<MvccStore>,
     state: Mutex<State>,
 }
 
 impl Snapshotter {
     /// Leftover temporary files in `dir` (a crash mid-copy or mid-receive) are removed.
-    pub fn new(dir: PathBuf, store: Arc<MvccStore>) -> Arc<Snapshotter> {
-        purge(&dir, 0, true);
+    pub fn new(dir: PathBuf, store: Arc<MvccStore>, keep: usize) -> Arc<Snapshotter> {
+        purge(&dir, 0, true, keep);
         Arc::new(Snapshotter {
             dir,
+            keep,
             store,
             state: Mutex::new(State::default()),
         })
@@ -194,7 +198,7 @@ impl Snapshotter {
             }
         }
         drop(st);
-        purge(&self.dir, self.store.consistent_index(), false);
+        purge(&self.dir, self.store.consistent_index(), false, self.keep);
     }
 
     fn write_file(&self) -> anyhow::Result<Ready> {
@@ -260,7 +264,7 @@ mod tests {
         }
         std::fs::write(dir.path().join("00.recv.tmp"), b"x").unwrap();
         // Index 50 is newer than what is applied: kept whatever the count.
-        purge(dir.path(), 40, true);
+        purge(dir.path(), 40, true, 2);
         let left: Vec<u64> = list(dir.path()).iter().map(|f| f.0).collect();
         assert_eq!(left, vec![40, 50]);
         assert!(!dir.path().join("00.recv.tmp").exists());
@@ -283,7 +287,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("snap/7.recv.tmp"), b"x").unwrap();
-        let s = Snapshotter::new(dir.path().join("snap"), store.clone());
+        let s = Snapshotter::new(dir.path().join("snap"), store.clone(), 2);
         assert!(!dir.path().join("snap/7.recv.tmp").exists());
         // Nothing applied reaches index 41: nothing to produce.
         assert_eq!(s.get(41), None);
