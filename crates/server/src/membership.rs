@@ -30,6 +30,18 @@ pub const META_KEY: &str = "oxcd_cluster";
 impl ClusterInfo {
     /// The cluster a fresh member bootstraps, exactly as etcd derives it from the same flags.
     pub fn bootstrap(cfg: &Config) -> anyhow::Result<ClusterInfo> {
+        let mut seen_urls = std::collections::HashSet::new();
+        for (_, urls) in &cfg.initial_cluster {
+            if !urls.iter().all(|u| seen_urls.insert(u.as_str())) {
+                let mut pairs: Vec<String> = cfg
+                    .initial_cluster
+                    .iter()
+                    .flat_map(|(n, urls)| urls.iter().map(move |u| format!("{n}={u}")))
+                    .collect();
+                pairs.sort();
+                bail!("initial cluster {} has duplicate url", pairs.join(","));
+            }
+        }
         let mut members = Vec::new();
         for (name, peer_urls) in &cfg.initial_cluster {
             members.push(Member {
@@ -152,5 +164,62 @@ impl Membership {
 
     pub fn snapshot(&self) -> ClusterInfo {
         self.info.read().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse_flags, Config};
+
+    fn cfg(args: &[&str]) -> Config {
+        let mut v = vec!["oxcd".to_string()];
+        v.extend(args.iter().map(|a| a.to_string()));
+        Config::from_flags(parse_flags(&v, &[]).expect("flags parse")).expect("valid config")
+    }
+
+    #[test]
+    fn bootstrap_errors_match_etcd() {
+        let c = cfg(&[
+            "--name",
+            "foo",
+            "--initial-cluster",
+            "bar=http://127.0.0.1:1",
+        ]);
+        let e = ClusterInfo::bootstrap(&c).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "couldn't find local name \"foo\" in the initial cluster configuration"
+        );
+        let c = cfg(&[
+            "--name",
+            "a",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:1",
+            "--initial-cluster",
+            "b=http://127.0.0.1:1,a=http://127.0.0.1:1",
+        ]);
+        let e = ClusterInfo::bootstrap(&c).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "initial cluster a=http://127.0.0.1:1,b=http://127.0.0.1:1 has duplicate url"
+        );
+    }
+
+    #[test]
+    fn three_members_get_etcds_ids() {
+        let c = cfg(&[
+            "--name",
+            "m1",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:41001",
+            "--initial-cluster",
+            "m1=http://127.0.0.1:41001,m2=http://127.0.0.1:41002,m3=http://127.0.0.1:41003",
+        ]);
+        let info = ClusterInfo::bootstrap(&c).unwrap();
+        assert_eq!(info.members.len(), 3);
+        assert_eq!(info.local_id, info.members[0].id);
+        let ids: Vec<u64> = info.members.iter().map(|m| m.id).collect();
+        assert_eq!(info.cluster_id, ids::cluster_id(&ids));
     }
 }
