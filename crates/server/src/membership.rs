@@ -115,8 +115,11 @@ impl Membership {
         self.info.read().local_id
     }
 
+    /// Members in ascending ID order, as etcd lists them.
     pub fn members(&self) -> Vec<Member> {
-        self.info.read().members.clone()
+        let mut members = self.info.read().members.clone();
+        members.sort_by_key(|m| m.id);
+        members
     }
 
     /// Client URLs change with flags across restarts, as etcd republishes its attributes.
