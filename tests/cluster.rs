@@ -21,10 +21,10 @@ use oxcd_process_tests::cluster::{
     canon_json, canon_table, deadline_outcome, failure_outcome, shown, sorted_lines,
     status_summary, status_table, Cluster, Transcript,
 };
-use oxcd_process_tests::ctl::{ctl, Ctl};
 use oxcd_process_tests::http;
 use oxcd_process_tests::member::Kind;
 use oxcd_process_tests::normalize::Norm;
+use oxcd_process_tests::put_stream::put_stream;
 use oxcd_process_tests::scenario::clip;
 use serde_json::Value;
 
@@ -608,48 +608,10 @@ fn five_members(kind: Kind) -> Transcript {
     r.finish()
 }
 
-/// Acknowledged puts: (index, revision from the response header).
-type Acked = Vec<(usize, i64)>;
-
 /// How many sequential puts the stream sends at most, and after how many acknowledged ones
 /// every member is killed.
 const STREAM_PUTS: usize = 200;
 const KILL_AFTER: usize = 100;
-
-/// Puts `k/<i>` = `v<i>` through `endpoints[i % n]`, one etcdctl each, until one fails or
-/// `stop` is set.
-fn put_stream(endpoints: Vec<String>, stop: Arc<AtomicBool>, count: Arc<AtomicUsize>) -> Acked {
-    let mut acked = Vec::new();
-    for i in 0..STREAM_PUTS {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let out = ctl(
-            Ctl::Etcdctl,
-            &endpoints[i % endpoints.len()],
-            &[
-                "put",
-                &format!("k/{i:05}"),
-                &format!("v{i}"),
-                "-w",
-                "json",
-                "--command-timeout=5s",
-                "--dial-timeout=2s",
-            ],
-        );
-        if out.code != 0 {
-            break;
-        }
-        let json: Value = serde_json::from_str(out.stdout.trim())
-            .unwrap_or_else(|e| panic!("put answered without JSON ({e}): {out}"));
-        let rev = json["header"]["revision"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("no revision in {json}"));
-        acked.push((i, rev));
-        count.fetch_add(1, Ordering::SeqCst);
-    }
-    acked
-}
 
 /// Scenario 5: `kill -9` of every member in the middle of a stream of acknowledged puts through
 /// alternating members; after a restart every acknowledged put is on every member with its
@@ -663,7 +625,7 @@ fn kill_all_mid_stream(kind: Kind) -> Transcript {
     let count = Arc::new(AtomicUsize::new(0));
     let stream = {
         let (stop, count) = (stop.clone(), count.clone());
-        std::thread::spawn(move || put_stream(endpoints, stop, count))
+        std::thread::spawn(move || put_stream(&endpoints, 0..STREAM_PUTS, &stop, &count))
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     while count.load(Ordering::SeqCst) < KILL_AFTER

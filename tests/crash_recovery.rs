@@ -10,55 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oxcd_process_tests::b64;
-use oxcd_process_tests::ctl::{ctl, Ctl};
 use oxcd_process_tests::member::{Kind, Member};
+use oxcd_process_tests::put_stream::{put_stream, Acked};
 use serde_json::Value;
-
-/// Acknowledged puts: (index, revision from the response header).
-type Acked = Vec<(usize, i64)>;
-
-/// Puts `k/<i>` = `v<i>` for i in `from..from + limit`, one etcdctl process each, until one
-/// fails or `stop` is set. Returns what was acknowledged.
-fn put_stream(
-    endpoint: String,
-    from: usize,
-    limit: usize,
-    stop: Arc<AtomicBool>,
-    acked_count: Arc<AtomicUsize>,
-) -> Acked {
-    let mut acked = Vec::new();
-    for i in from..from + limit {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let key = format!("k/{i:05}");
-        let value = format!("v{i}");
-        let out = ctl(
-            Ctl::Etcdctl,
-            &endpoint,
-            &[
-                "put",
-                &key,
-                &value,
-                "-w",
-                "json",
-                "--command-timeout=5s",
-                "--dial-timeout=2s",
-            ],
-        );
-        if out.code != 0 {
-            break;
-        }
-        let json: Value = serde_json::from_str(out.stdout.trim())
-            .unwrap_or_else(|e| panic!("put answered without JSON ({e}): {out}"));
-        let rev = json["header"]["revision"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("no revision in {json}"));
-        acked.push((i, rev));
-        acked_count.fetch_add(1, Ordering::SeqCst);
-    }
-    acked
-}
 
 /// Every key with its value, create/mod revision and version, and the header revision.
 struct Dump {
@@ -104,7 +58,9 @@ fn kill_mid_stream(kind: Kind) {
         let limit = 100;
         let stream = {
             let (endpoint, stop, count) = (member.endpoint(), stop.clone(), count.clone());
-            std::thread::spawn(move || put_stream(endpoint, next_index, limit, stop, count))
+            std::thread::spawn(move || {
+                put_stream(&[endpoint], next_index..next_index + limit, &stop, &count)
+            })
         };
         let deadline = Instant::now() + Duration::from_secs(120);
         while count.load(Ordering::SeqCst) < kill_after

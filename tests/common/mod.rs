@@ -23,6 +23,7 @@ pub mod member;
 pub mod normalize;
 pub mod ports;
 pub mod proc;
+pub mod put_stream;
 pub mod scenario;
 pub mod watch;
 
