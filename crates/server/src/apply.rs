@@ -13,6 +13,7 @@ use oxcd_api::etcdserverpb::{
 };
 use oxcd_api::mvccpb::event::EventType;
 use prost::Message as _;
+use protobuf::Message as _;
 use raft::eraftpb::{Entry, EntryType};
 use tokio::sync::watch;
 
@@ -50,6 +51,7 @@ pub struct Applier {
     pub membership: Arc<Membership>,
     /// --max-snapshots: snapshot files kept on disk.
     pub max_snapshots: usize,
+    pub conf: crate::apply_conf::ConfApplier,
 }
 
 struct Progress {
@@ -168,8 +170,20 @@ impl Applier {
                     let id = req.header.as_ref().map(|h| h.id).unwrap_or(req.id);
                     replies.push((id, self.apply_request(&mut batch, req)));
                 }
-                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    tracing::warn!("ignoring membership change at index {}", e.index);
+                EntryType::EntryConfChange => {
+                    let cc = match raft::eraftpb::ConfChange::parse_from_bytes(&e.data) {
+                        Ok(cc) => cc,
+                        Err(err) => {
+                            tracing::error!("skipping undecodable conf change {}: {err}", e.index);
+                            continue;
+                        }
+                    };
+                    let header = self.header(batch.revision());
+                    let reply = self.conf.apply(&mut batch, &cc, e.index, header)?;
+                    replies.push((cc.id, reply));
+                }
+                EntryType::EntryConfChangeV2 => {
+                    tracing::warn!("ignoring joint membership change at index {}", e.index);
                 }
             }
         }
@@ -246,6 +260,7 @@ impl Applier {
         self.lessor
             .recover(self.store.leases()?, self.store.keys_with_lease()?);
         self.membership.replace(info);
+        self.conf.after_snapshot();
         self.watch_hub.resync();
         progress.dirty = false;
         progress.last_durable = Instant::now();

@@ -116,6 +116,36 @@ pub struct Flags {
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub experimental_watch_progress_notify_interval: std::time::Duration,
 
+    /// Reject reconfiguration requests that would cause quorum loss.
+    #[arg(
+        long,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "true",
+        default_missing_value = "true",
+        value_name = "BOOL",
+        value_parser = go_bool
+    )]
+    pub strict_reconfig_check: bool,
+
+    /// Force to create a new one member cluster.
+    #[arg(
+        long,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_name = "BOOL",
+        value_parser = go_bool
+    )]
+    pub force_new_cluster: bool,
+
+    /// Sets the maximum number of learners that can be available in the cluster membership.
+    #[arg(long, default_value = "1", value_parser = go_int)]
+    pub experimental_max_learners: i64,
+
     /// Log level: debug, info, warn, error, panic, or fatal.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -157,6 +187,12 @@ pub struct Config {
     pub log_level: String,
     pub log_outputs: Vec<String>,
     pub watch_progress_notify_interval: std::time::Duration,
+    /// --strict-reconfig-check: refuse membership changes that risk the quorum.
+    pub strict_reconfig_check: bool,
+    /// --force-new-cluster: restart as the only member of the cluster, keeping the data.
+    pub force_new_cluster: bool,
+    /// --experimental-max-learners.
+    pub max_learners: usize,
 }
 
 /// A listen URL split into what the listener needs.
@@ -619,6 +655,12 @@ impl Config {
         if f.max_request_bytes == 0 {
             bail!("--max-request-bytes must be greater than 0");
         }
+        if f.experimental_max_learners < 1 {
+            bail!(
+                "--experimental-max-learners must be greater than 0, got {}",
+                f.experimental_max_learners
+            );
+        }
         Ok(Config {
             name: f.name,
             data_dir,
@@ -640,6 +682,9 @@ impl Config {
             log_level: f.log_level,
             log_outputs: split_list(&f.log_outputs),
             watch_progress_notify_interval: f.experimental_watch_progress_notify_interval,
+            strict_reconfig_check: f.strict_reconfig_check,
+            force_new_cluster: f.force_new_cluster,
+            max_learners: usize::try_from(f.experimental_max_learners).unwrap_or(1),
         })
     }
 

@@ -51,6 +51,26 @@ pub enum EtcdError {
     MemberNotFound,
     #[error("etcdserver: unhealthy cluster")]
     UnhealthyCluster,
+    #[error("etcdserver: member ID already exist")]
+    MemberExist,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExist,
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
     #[error("etcdserver: authentication is not enabled")]
     AuthNotEnabled,
     /// A failure with no etcd counterpart (disk error, corrupt entry): reported as Unknown with
@@ -69,10 +89,54 @@ impl EtcdError {
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            LeaseExist | NotLeader | AuthNotEnabled => Code::FailedPrecondition,
-            NoLeader | Timeout | Stopped | NotCapable | UnhealthyCluster => Code::Unavailable,
+            LeaseExist
+            | NotLeader
+            | AuthNotEnabled
+            | MemberExist
+            | PeerUrlExist
+            | NotEnoughStartedMembers
+            | MemberNotLearner
+            | LearnerNotReady
+            | TooManyLearners
+            | BadLeaderTransferee => Code::FailedPrecondition,
+            MemberBadUrls => Code::InvalidArgument,
+            NoLeader
+            | Timeout
+            | Stopped
+            | NotCapable
+            | UnhealthyCluster
+            | NotSupportedForLearner
+            | LeaderTransferTimeout => Code::Unavailable,
             Internal(_) | DeadlineExceeded => Code::Unknown,
         }
+    }
+}
+
+impl EtcdError {
+    /// The error a remote member answered with (a request forwarded to the leader), turned back
+    /// into the variant whose text it carries, so the client sees the leader's answer unchanged.
+    pub fn from_remote(status: &Status) -> EtcdError {
+        use EtcdError::*;
+        let known = [
+            MemberNotFound,
+            MemberExist,
+            PeerUrlExist,
+            MemberBadUrls,
+            NotEnoughStartedMembers,
+            MemberNotLearner,
+            LearnerNotReady,
+            TooManyLearners,
+            NoLeader,
+            NotLeader,
+            Timeout,
+            Stopped,
+            UnhealthyCluster,
+            DeadlineExceeded,
+        ];
+        known
+            .into_iter()
+            .find(|e| e.to_string() == status.message())
+            .unwrap_or_else(|| Internal(status.message().to_string()))
     }
 }
 

@@ -4,6 +4,8 @@
 //! (`raft`) -> committed entries -> `apply` -> `mvcc` / `lease` -> waiter woken, watchers notified.
 
 pub mod apply;
+pub mod apply_conf;
+pub mod bootstrap;
 pub mod config;
 pub mod error;
 pub mod grpc;
@@ -14,6 +16,7 @@ pub mod membership;
 pub mod metrics;
 pub mod mvcc;
 pub mod raft;
+pub mod reconfig;
 pub mod server;
 
 /// The etcd server version this build speaks for: version-gated clients read it from Status and

@@ -6,6 +6,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::error::EtcdError;
 use crate::raft::ids;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -23,6 +24,18 @@ pub struct ClusterInfo {
     pub cluster_id: u64,
     pub local_id: u64,
     pub members: Vec<Member>,
+    /// IDs removed from the cluster: they may never come back (etcd's members_removed).
+    #[serde(default)]
+    pub removed: Vec<u64>,
+}
+
+/// What a new cluster is bootstrapped from: the `--initial-*` flags (or `snapshot restore`'s).
+pub struct InitialCluster<'a> {
+    pub name: &'a str,
+    pub initial_cluster: &'a [(String, Vec<String>)],
+    pub token: &'a str,
+    pub advertise_peer_urls: &'a [String],
+    pub advertise_client_urls: &'a [String],
 }
 
 pub const META_KEY: &str = "oxcd_cluster";
@@ -30,8 +43,19 @@ pub const META_KEY: &str = "oxcd_cluster";
 impl ClusterInfo {
     /// The cluster a fresh member bootstraps, exactly as etcd derives it from the same flags.
     pub fn bootstrap(cfg: &Config) -> anyhow::Result<ClusterInfo> {
+        ClusterInfo::from_initial(&InitialCluster {
+            name: &cfg.name,
+            initial_cluster: &cfg.initial_cluster,
+            token: &cfg.initial_cluster_token,
+            advertise_peer_urls: &cfg.initial_advertise_peer_urls,
+            advertise_client_urls: &cfg.advertise_client_urls,
+        })
+    }
+
+    /// The membership of a new cluster, with etcd's IDs and bootstrap errors.
+    pub fn from_initial(cfg: &InitialCluster<'_>) -> anyhow::Result<ClusterInfo> {
         let mut seen_urls = std::collections::HashSet::new();
-        for (_, urls) in &cfg.initial_cluster {
+        for (_, urls) in cfg.initial_cluster {
             if !urls.iter().all(|u| seen_urls.insert(u.as_str())) {
                 let mut pairs: Vec<String> = cfg
                     .initial_cluster
@@ -43,9 +67,9 @@ impl ClusterInfo {
             }
         }
         let mut members = Vec::new();
-        for (name, peer_urls) in &cfg.initial_cluster {
+        for (name, peer_urls) in cfg.initial_cluster {
             members.push(Member {
-                id: ids::member_id(peer_urls, &cfg.initial_cluster_token),
+                id: ids::member_id(peer_urls, cfg.token),
                 name: name.clone(),
                 peer_urls: peer_urls.clone(),
                 client_urls: Vec::new(),
@@ -58,7 +82,7 @@ impl ClusterInfo {
                 cfg.name
             );
         };
-        let mut advertised = cfg.initial_advertise_peer_urls.clone();
+        let mut advertised = cfg.advertise_peer_urls.to_vec();
         advertised.sort();
         let mut listed = local.peer_urls.clone();
         listed.sort();
@@ -67,10 +91,10 @@ impl ClusterInfo {
                 "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={} (failed to resolve urls)",
                 cfg.name,
                 local.peer_urls.join(","),
-                cfg.initial_advertise_peer_urls.join(",")
+                cfg.advertise_peer_urls.join(",")
             );
         }
-        local.client_urls = cfg.advertise_client_urls.clone();
+        local.client_urls = cfg.advertise_client_urls.to_vec();
         let local_id = local.id;
         let member_ids: Vec<u64> = members.iter().map(|m| m.id).collect();
         let mut seen = member_ids.clone();
@@ -83,6 +107,7 @@ impl ClusterInfo {
             cluster_id: ids::cluster_id(&member_ids),
             local_id,
             members,
+            removed: Vec::new(),
         })
     }
 
@@ -167,6 +192,280 @@ impl Membership {
 
     pub fn snapshot(&self) -> ClusterInfo {
         self.info.read().clone()
+    }
+}
+
+/// What a membership conf change entry carries in its context (JSON, as etcd's).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConfChangeContext {
+    pub member: Member,
+    /// A learner becoming a voter (an `AddNode` for a member that exists as a learner).
+    #[serde(default)]
+    pub is_promote: bool,
+    /// New peer URLs for an existing member. raft-rs has no `UpdateNode`, so an update rides in
+    /// an `AddNode` entry that raft's configuration never sees: only the member list changes.
+    #[serde(default)]
+    pub is_update: bool,
+}
+
+impl Change {
+    /// The raft conf change entry that carries this change.
+    pub fn to_conf_change(&self) -> raft::eraftpb::ConfChange {
+        use raft::eraftpb::ConfChangeType;
+        let mut cc = raft::eraftpb::ConfChange {
+            node_id: self.node_id(),
+            ..Default::default()
+        };
+        let (ty, ctx) = match self {
+            Change::Add(m) => (
+                if m.is_learner {
+                    ConfChangeType::AddLearnerNode
+                } else {
+                    ConfChangeType::AddNode
+                },
+                Some(ConfChangeContext {
+                    member: m.clone(),
+                    is_promote: false,
+                    is_update: false,
+                }),
+            ),
+            Change::Promote(id) => (
+                ConfChangeType::AddNode,
+                Some(ConfChangeContext {
+                    member: Member {
+                        id: *id,
+                        name: String::new(),
+                        peer_urls: vec![],
+                        client_urls: vec![],
+                        is_learner: false,
+                    },
+                    is_promote: true,
+                    is_update: false,
+                }),
+            ),
+            Change::Remove(_) => (ConfChangeType::RemoveNode, None),
+            Change::Update { id, peer_urls } => (
+                ConfChangeType::AddNode,
+                Some(ConfChangeContext {
+                    member: Member {
+                        id: *id,
+                        name: String::new(),
+                        peer_urls: peer_urls.clone(),
+                        client_urls: vec![],
+                        is_learner: false,
+                    },
+                    is_promote: false,
+                    is_update: true,
+                }),
+            ),
+        };
+        cc.set_change_type(ty);
+        if let Some(ctx) = ctx {
+            cc.context = serde_json::to_vec(&ctx)
+                .expect("conf change context serializes")
+                .into();
+        }
+        cc
+    }
+
+    /// Decodes a committed conf change entry's change.
+    pub fn from_conf_change(cc: &raft::eraftpb::ConfChange) -> anyhow::Result<Change> {
+        use raft::eraftpb::ConfChangeType;
+        let ctx = || -> anyhow::Result<ConfChangeContext> {
+            serde_json::from_slice(&cc.context).context("decoding conf change context")
+        };
+        Ok(match cc.get_change_type() {
+            ConfChangeType::RemoveNode => Change::Remove(cc.node_id),
+            ConfChangeType::AddLearnerNode => {
+                let mut m = ctx()?.member;
+                m.is_learner = true;
+                Change::Add(m)
+            }
+            ConfChangeType::AddNode => {
+                let c = ctx()?;
+                if c.is_promote {
+                    Change::Promote(cc.node_id)
+                } else if c.is_update {
+                    Change::Update {
+                        id: cc.node_id,
+                        peer_urls: c.member.peer_urls,
+                    }
+                } else {
+                    let mut m = c.member;
+                    m.is_learner = false;
+                    Change::Add(m)
+                }
+            }
+        })
+    }
+
+    /// Whether raft's own configuration changes with it (an update of URLs does not).
+    pub fn changes_raft_config(&self) -> bool {
+        !matches!(self, Change::Update { .. })
+    }
+}
+
+/// A membership change, decoded from a raft conf change entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Add(Member),
+    Promote(u64),
+    Remove(u64),
+    Update { id: u64, peer_urls: Vec<String> },
+}
+
+impl Change {
+    /// The raft node the change is about.
+    pub fn node_id(&self) -> u64 {
+        match self {
+            Change::Add(m) => m.id,
+            Change::Promote(id) | Change::Remove(id) => *id,
+            Change::Update { id, .. } => *id,
+        }
+    }
+}
+
+impl Membership {
+    pub fn member(&self, id: u64) -> Option<Member> {
+        self.info
+            .read()
+            .members
+            .iter()
+            .find(|m| m.id == id)
+            .cloned()
+    }
+
+    pub fn is_removed(&self, id: u64) -> bool {
+        self.info.read().removed.contains(&id)
+    }
+
+    /// Whether this member is a learner (it refuses most client requests).
+    pub fn local_is_learner(&self) -> bool {
+        let info = self.info.read();
+        info.members
+            .iter()
+            .any(|m| m.id == info.local_id && m.is_learner)
+    }
+
+    /// Voting members (not learners), in ID order.
+    pub fn voters(&self) -> Vec<Member> {
+        self.members()
+            .into_iter()
+            .filter(|m| !m.is_learner)
+            .collect()
+    }
+
+    /// Whether `change` may be applied to the current membership; the same answer on every
+    /// member, since every member applies the same entries in the same order.
+    pub fn validate(&self, change: &Change, max_learners: usize) -> Result<(), EtcdError> {
+        let info = self.info.read();
+        if info.removed.contains(&change.node_id()) {
+            return Err(EtcdError::MemberNotFound);
+        }
+        let find = |id: u64| info.members.iter().find(|m| m.id == id);
+        let urls_taken_by_other = |id: u64, urls: &[String]| {
+            info.members
+                .iter()
+                .filter(|m| m.id != id)
+                .any(|m| m.peer_urls.iter().any(|u| urls.contains(u)))
+        };
+        match change {
+            Change::Add(m) => {
+                if find(m.id).is_some() {
+                    return Err(EtcdError::MemberExist);
+                }
+                if urls_taken_by_other(m.id, &m.peer_urls) {
+                    return Err(EtcdError::PeerUrlExist);
+                }
+                if m.is_learner {
+                    let learners = info.members.iter().filter(|m| m.is_learner).count();
+                    if learners + 1 > max_learners {
+                        return Err(EtcdError::TooManyLearners);
+                    }
+                }
+            }
+            Change::Promote(id) => match find(*id) {
+                None => return Err(EtcdError::MemberNotFound),
+                Some(m) if !m.is_learner => return Err(EtcdError::MemberNotLearner),
+                Some(_) => {}
+            },
+            Change::Remove(id) => {
+                if find(*id).is_none() {
+                    return Err(EtcdError::MemberNotFound);
+                }
+            }
+            Change::Update { id, peer_urls } => {
+                if find(*id).is_none() {
+                    return Err(EtcdError::MemberNotFound);
+                }
+                if urls_taken_by_other(*id, peer_urls) {
+                    return Err(EtcdError::PeerUrlExist);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a validated change.
+    pub fn apply(&self, change: &Change) {
+        let mut info = self.info.write();
+        match change {
+            Change::Add(m) => {
+                let mut m = m.clone();
+                if m.id == info.local_id {
+                    // Our own record may already carry our client URLs.
+                    if let Some(old) = info.members.iter().find(|x| x.id == m.id) {
+                        m.client_urls = old.client_urls.clone();
+                    }
+                }
+                info.members.retain(|x| x.id != m.id);
+                info.members.push(m);
+            }
+            Change::Promote(id) => {
+                if let Some(m) = info.members.iter_mut().find(|m| m.id == *id) {
+                    m.is_learner = false;
+                }
+            }
+            Change::Remove(id) => {
+                info.members.retain(|m| m.id != *id);
+                if !info.removed.contains(id) {
+                    info.removed.push(*id);
+                }
+            }
+            Change::Update { id, peer_urls } => {
+                if let Some(m) = info.members.iter_mut().find(|m| m.id == *id) {
+                    m.peer_urls = peer_urls.clone();
+                }
+            }
+        }
+    }
+
+    /// etcd's `IsReadyToAddVotingMember`: after adding one more voter, a quorum of the voters
+    /// must already be started (have published a name).
+    pub fn ready_to_add_voter(&self) -> bool {
+        let voters = self.voters();
+        let started = voters.iter().filter(|m| !m.name.is_empty()).count();
+        let members = voters.len() + 1;
+        if started == 1 && members == 2 {
+            // Growing a one-member cluster (after a restore or --force-new-cluster).
+            return true;
+        }
+        started > members / 2
+    }
+
+    /// etcd's `IsReadyToRemoveVotingMember`: the voters left must hold a quorum of started ones.
+    pub fn ready_to_remove_voter(&self, id: u64) -> bool {
+        let rest: Vec<Member> = self.voters().into_iter().filter(|m| m.id != id).collect();
+        let started = rest.iter().filter(|m| !m.name.is_empty()).count();
+        started > rest.len() / 2
+    }
+
+    /// etcd's `IsReadyToPromoteMember`: the promoted learner counts as a started voter.
+    pub fn ready_to_promote(&self) -> bool {
+        let voters = self.voters();
+        let started = voters.iter().filter(|m| !m.name.is_empty()).count() + 1;
+        let members = voters.len() + 1;
+        started > members / 2
     }
 }
 

@@ -37,6 +37,12 @@ pub enum ApplyResponse {
     LeaseRevoke(LeaseRevokeResponse),
     /// Requests whose response carries nothing but the header.
     Header(ResponseHeader),
+    /// A membership change: the member it was about and the members after it.
+    Members {
+        header: ResponseHeader,
+        member: Option<crate::membership::Member>,
+        members: Vec<crate::membership::Member>,
+    },
 }
 
 pub struct EtcdServer {
@@ -112,25 +118,26 @@ impl EtcdServer {
             .with_context(|| format!("opening WAL {}", cfg.wal_dir.display()))?;
 
         let info = if wal.is_empty() {
-            if !cfg.initial_cluster_state_new {
-                anyhow::bail!(
-                    "joining an existing cluster (--initial-cluster-state existing) needs peers, which this member cannot reach yet"
+            let info = if cfg.initial_cluster_state_new {
+                let info = ClusterInfo::bootstrap(&cfg)?;
+                let voters: Vec<u64> = info.members.iter().map(|m| m.id).collect();
+                wal.bootstrap(raft::eraftpb::ConfState {
+                    voters,
+                    ..Default::default()
+                })?;
+                tracing::info!(
+                    "starting a new cluster: cluster-id {:x}, local-member-id {:x}",
+                    info.cluster_id,
+                    info.local_id
                 );
-            }
-            let info = ClusterInfo::bootstrap(&cfg)?;
+                info
+            } else {
+                // raft's state (configuration and data) arrives with the leader's snapshot.
+                crate::bootstrap::join_existing(&cfg)?
+            };
             let mut batch = store.write()?;
             batch.meta_put(META_KEY, &info.encode())?;
             batch.commit(true)?;
-            let voters: Vec<u64> = info.members.iter().map(|m| m.id).collect();
-            wal.bootstrap(raft::eraftpb::ConfState {
-                voters,
-                ..Default::default()
-            })?;
-            tracing::info!(
-                "starting a new cluster: cluster-id {:x}, local-member-id {:x}",
-                info.cluster_id,
-                info.local_id
-            );
             info
         } else {
             let raw = store.meta_get(META_KEY)?.context(
@@ -162,6 +169,12 @@ impl EtcdServer {
                     info.local_id,
                 )
                 .with_context(|| format!("installing snapshot {}", path.display()))?;
+            }
+            if info.removed.contains(&info.local_id) {
+                anyhow::bail!("{}", crate::raft::peer_service::REMOVED_TEXT);
+            }
+            if cfg.force_new_cluster {
+                crate::bootstrap::force_new_cluster(&wal, &info, store.consistent_index())?;
             }
             tracing::info!(
                 "restarting local member: cluster-id {:x}, local-member-id {:x}, commit-index {}",
@@ -250,6 +263,14 @@ impl EtcdServer {
             snapshot_count: cfg.snapshot_count,
             membership: membership.clone(),
             max_snapshots: cfg.max_snapshots,
+            conf: crate::apply_conf::ConfApplier {
+                membership: membership.clone(),
+                transport: transport.clone(),
+                node_tx: node_tx.clone(),
+                local_id: info.local_id,
+                max_learners: cfg.max_learners,
+                stop_delay: std::time::Duration::from_millis(10 * cfg.heartbeat_interval_ms),
+            },
         };
         std::thread::Builder::new()
             .name("apply".into())
@@ -308,7 +329,8 @@ impl EtcdServer {
                 self.member_id(),
                 self.raft.node_sender(),
                 snap_dir(&self.cfg),
-            );
+            )
+            .with_control(self.clone());
             let app = peer_router(svc);
             let raw = url.raw.clone();
             tracing::info!(address = %raw, "serving peer traffic");
@@ -321,6 +343,17 @@ impl EtcdServer {
         Ok(())
     }
 }
+
+/// Ends the process of a member that has been removed from the cluster: its data dir can never
+/// serve again, as etcd says when it stops such a member.
+pub fn exit_removed() -> ! {
+    tracing::error!("{}", crate::raft::peer_service::REMOVED_TEXT);
+    tracing::warn!("the data-dir used by this member must be removed");
+    std::process::exit(REMOVED_EXIT_CODE)
+}
+
+/// The exit code of a member that stops because it was removed.
+const REMOVED_EXIT_CODE: i32 = 0;
 
 /// How often publishing this member's attributes is retried until it is committed.
 const PUBLISH_RETRY: std::time::Duration = std::time::Duration::from_millis(500);

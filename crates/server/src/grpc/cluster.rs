@@ -6,7 +6,7 @@ use oxcd_api::etcdserverpb::cluster_server::Cluster;
 use oxcd_api::etcdserverpb::{
     Member as PbMember, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
     MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
-    MemberUpdateRequest, MemberUpdateResponse,
+    MemberUpdateRequest, MemberUpdateResponse, ResponseHeader,
 };
 use tonic::{Request, Response, Status};
 
@@ -33,31 +33,42 @@ pub fn to_pb(m: &Member) -> PbMember {
     }
 }
 
-fn reconfiguration_unsupported() -> Status {
-    Status::unimplemented("oxcd: runtime membership changes are not supported by this build yet")
-}
-
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
-        _req: Request<MemberAddRequest>,
+        req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(reconfiguration_unsupported())
+        let r = req.into_inner();
+        let reply = self.server.member_add(r.peer_ur_ls, r.is_learner).await?;
+        Ok(Response::new(MemberAddResponse {
+            header: Some(self.header(reply.header)),
+            member: reply.member.as_ref().map(to_pb),
+            members: reply.members.iter().map(to_pb).collect(),
+        }))
     }
 
     async fn member_remove(
         &self,
-        _req: Request<MemberRemoveRequest>,
+        req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(reconfiguration_unsupported())
+        let reply = self.server.member_remove(req.into_inner().id).await?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: Some(self.header(reply.header)),
+            members: reply.members.iter().map(to_pb).collect(),
+        }))
     }
 
     async fn member_update(
         &self,
-        _req: Request<MemberUpdateRequest>,
+        req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(reconfiguration_unsupported())
+        let r = req.into_inner();
+        let reply = self.server.member_update(r.id, r.peer_ur_ls).await?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: Some(self.header(reply.header)),
+            members: reply.members.iter().map(to_pb).collect(),
+        }))
     }
 
     async fn member_list(
@@ -77,8 +88,21 @@ impl Cluster for ClusterService {
 
     async fn member_promote(
         &self,
-        _req: Request<MemberPromoteRequest>,
+        req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(reconfiguration_unsupported())
+        let reply = self.server.member_promote(req.into_inner().id).await?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: Some(self.header(reply.header)),
+            members: reply.members.iter().map(to_pb).collect(),
+        }))
+    }
+}
+
+impl ClusterService {
+    /// Cluster responses carry no revision in etcd: membership is not part of the keyspace.
+    fn header(&self, mut h: ResponseHeader) -> ResponseHeader {
+        h.revision = 0;
+        h.raft_term = self.server.raft.term();
+        h
     }
 }

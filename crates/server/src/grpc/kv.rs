@@ -170,6 +170,9 @@ impl Kv for KvService {
     ) -> Result<Response<RangeResponse>, Status> {
         let r = req.into_inner();
         check_size(&r, self.max_recv)?;
+        if !r.serializable && self.server.membership.local_is_learner() {
+            return Err(crate::error::EtcdError::NotSupportedForLearner.into());
+        }
         check_range(&r)?;
         if !r.serializable {
             self.server.read_index().await?;

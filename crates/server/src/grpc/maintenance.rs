@@ -63,7 +63,7 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: s.raft.applied_index(),
             errors,
             db_size_in_use: s.store.db_size_in_use() as i64,
-            is_learner: false,
+            is_learner: s.membership.local_is_learner(),
             ..Default::default()
         }))
     }
@@ -113,9 +113,12 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _req: Request<MoveLeaderRequest>,
+        req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(Status::unimplemented("oxcd: move-leader needs peers"))
+        self.server.move_leader(req.into_inner().target_id).await?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(self.server.header()),
+        }))
     }
 
     async fn downgrade(

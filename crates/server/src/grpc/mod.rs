@@ -70,7 +70,31 @@ pub fn router(server: Arc<EtcdServer>) -> axum::Router {
             .max_encoding_message_size(max_send),
     );
     b.add_service(
-        AuthServer::new(auth::AuthService::new(server)).max_decoding_message_size(max_recv),
+        AuthServer::new(auth::AuthService::new(server.clone())).max_decoding_message_size(max_recv),
     );
-    b.routes().into_axum_router()
+    b.routes()
+        .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(server, learner_guard))
+}
+
+/// What a learner serves: its own status, a snapshot, and serializable reads (checked by the KV
+/// service, which sees the request). Everything else gets etcd's learner error.
+fn learner_may_serve(path: &str) -> bool {
+    matches!(
+        path,
+        "/etcdserverpb.Maintenance/Status"
+            | "/etcdserverpb.Maintenance/Snapshot"
+            | "/etcdserverpb.KV/Range"
+    )
+}
+
+async fn learner_guard(
+    axum::extract::State(server): axum::extract::State<Arc<EtcdServer>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if server.membership.local_is_learner() && !learner_may_serve(req.uri().path()) {
+        return tonic::Status::from(crate::error::EtcdError::NotSupportedForLearner).into_http();
+    }
+    next.run(req).await
 }

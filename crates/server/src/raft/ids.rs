@@ -20,6 +20,16 @@ pub fn member_id(peer_urls: &[String], cluster_token: &str) -> u64 {
     first_u64(&h.finalize())
 }
 
+/// The ID of a member added at runtime (`MemberAdd`): like `member_id` with no cluster token but
+/// the current Unix time, so re-adding the same URLs later gives a new ID, as in etcd.
+pub fn runtime_member_id(peer_urls: &[String]) -> u64 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    member_id(peer_urls, &secs.to_string())
+}
+
 /// The cluster ID: SHA-1 over the sorted member IDs, big-endian.
 pub fn cluster_id(member_ids: &[u64]) -> u64 {
     let mut ids = member_ids.to_vec();

@@ -135,6 +135,50 @@ impl RaftHandle {
         }
     }
 
+    /// Proposes a membership change and waits until it is applied here (or refused by the
+    /// apply loop's validation, whose error comes back).
+    pub async fn propose_conf_change(
+        &self,
+        mut cc: raft::eraftpb::ConfChange,
+    ) -> Result<ApplyResponse> {
+        cc.id = self.next_id();
+        let id = cc.id;
+        let rx = self.inner.waiters.register(id);
+        if self.inner.tx.send(NodeMsg::ProposeConfChange(cc)).is_err() {
+            self.inner.waiters.forget(id);
+            return Err(EtcdError::Stopped);
+        }
+        match tokio::time::timeout(self.inner.request_timeout, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(EtcdError::Stopped),
+            Err(_) => {
+                if self.inner.waiters.forget(id) {
+                    Err(EtcdError::Timeout)
+                } else {
+                    Err(EtcdError::DeadlineExceeded)
+                }
+            }
+        }
+    }
+
+    /// Asks raft to hand leadership to `to`; raft does it once `to`'s log has caught up.
+    pub fn transfer_leader(&self, to: u64) -> Result<()> {
+        self.inner
+            .tx
+            .send(NodeMsg::TransferLeader(to))
+            .map_err(|_| EtcdError::Stopped)
+    }
+
+    /// The leader's view of every member's log; None when this member is not the leader.
+    pub async fn progress(&self) -> Result<Option<node::LogProgress>> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(NodeMsg::Progress(tx))
+            .map_err(|_| EtcdError::Stopped)?;
+        rx.await.map_err(|_| EtcdError::Stopped)
+    }
+
     /// Linearizable read barrier: learns the commit index through raft's ReadIndex, then waits
     /// until this member has applied up to it.
     pub async fn read_index(&self) -> Result<()> {

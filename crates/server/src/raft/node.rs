@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use raft::eraftpb::{Entry, Message};
+use raft::eraftpb::{ConfChange, ConfState, Entry, Message};
 use raft::{RawNode, StateRole};
 use tokio::sync::oneshot;
 
@@ -22,6 +22,18 @@ pub enum NodeMsg {
         id: u64,
         data: Vec<u8>,
     },
+    /// A membership change; its waiter is registered under `cc.id`.
+    ProposeConfChange(ConfChange),
+    /// The apply loop reached a committed, validated conf change: raft's configuration changes
+    /// now, and the new one is persisted before the reply.
+    ApplyConfChange {
+        cc: ConfChange,
+        reply: Sender<anyhow::Result<ConfState>>,
+    },
+    /// Hand leadership to this member (MoveLeader).
+    TransferLeader(u64),
+    /// What the leader knows of each member's log (None when not the leader).
+    Progress(oneshot::Sender<Option<LogProgress>>),
     ReadIndex(ReadWaiter),
     /// The apply loop has applied everything up to this index.
     Applied(u64),
@@ -42,6 +54,28 @@ pub struct NodeStatus {
     pub commit: AtomicU64,
     pub last_index: AtomicU64,
     pub is_leader: std::sync::atomic::AtomicBool,
+}
+
+/// The leader's view of how far each member's log matches its own.
+#[derive(Debug, Clone)]
+pub struct LogProgress {
+    pub leader_match: u64,
+    pub matched: HashMap<u64, u64>,
+}
+
+/// A proposal held while no leader is known.
+pub enum Held {
+    Entry(u64, Vec<u8>),
+    ConfChange(ConfChange),
+}
+
+impl Held {
+    fn id(&self) -> u64 {
+        match self {
+            Held::Entry(id, _) => *id,
+            Held::ConfChange(cc) => cc.id,
+        }
+    }
 }
 
 type ReadWaiter = oneshot::Sender<Result<u64, EtcdError>>;
@@ -96,7 +130,7 @@ pub struct NodeLoop {
     /// `<data-dir>/member/snap`, where received snapshot files are.
     pub snap_dir: PathBuf,
     /// Proposals that arrived while no leader was known, waiting for one (etcd blocks them).
-    pub pending_props: std::collections::VecDeque<(u64, Vec<u8>)>,
+    pub pending_props: std::collections::VecDeque<Held>,
 }
 
 /// Most requests drained from the channel per turn, so ticks are never starved.
@@ -159,11 +193,16 @@ impl NodeLoop {
         }
     }
 
-    fn propose(&mut self, id: u64, data: Vec<u8>) {
+    fn propose(&mut self, held: Held) {
+        let id = held.id();
         if !self.waiters.mark_proposed(id) {
             return; // its caller gave up while it waited for a leader
         }
-        if let Err(e) = self.node.propose(vec![], data) {
+        let r = match held {
+            Held::Entry(_, data) => self.node.propose(vec![], data),
+            Held::ConfChange(cc) => self.node.propose_conf_change(vec![], cc),
+        };
+        if let Err(e) = r {
             let err = match e {
                 raft::Error::ProposalDropped => {
                     if self.node.raft.leader_id == raft::INVALID_ID {
@@ -178,6 +217,14 @@ impl NodeLoop {
         }
     }
 
+    fn propose_or_hold(&mut self, held: Held) {
+        if self.node.raft.leader_id == raft::INVALID_ID {
+            self.pending_props.push_back(held);
+        } else {
+            self.propose(held);
+        }
+    }
+
     /// Proposes what waited for a leader once one is known; while none is, drops the ones whose
     /// callers have given up so the queue stays bounded.
     fn flush_pending_proposals(&mut self) {
@@ -186,23 +233,42 @@ impl NodeLoop {
         }
         if self.node.raft.leader_id == raft::INVALID_ID {
             let waiters = &self.waiters;
-            self.pending_props.retain(|(id, _)| waiters.is_waiting(*id));
+            self.pending_props.retain(|h| waiters.is_waiting(h.id()));
             return;
         }
-        while let Some((id, data)) = self.pending_props.pop_front() {
-            self.propose(id, data);
+        while let Some(held) = self.pending_props.pop_front() {
+            self.propose(held);
         }
     }
 
     /// Returns false when the loop must stop.
     fn handle(&mut self, m: NodeMsg, new_reads: &mut Vec<ReadWaiter>) -> bool {
         match m {
-            NodeMsg::Propose { id, data } => {
-                if self.node.raft.leader_id == raft::INVALID_ID {
-                    self.pending_props.push_back((id, data));
-                } else {
-                    self.propose(id, data);
-                }
+            NodeMsg::Propose { id, data } => self.propose_or_hold(Held::Entry(id, data)),
+            NodeMsg::ProposeConfChange(cc) => self.propose_or_hold(Held::ConfChange(cc)),
+            NodeMsg::ApplyConfChange { cc, reply } => {
+                let r = self
+                    .node
+                    .apply_conf_change(&cc)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|cs| {
+                        self.storage.set_conf_state(cs.clone())?;
+                        Ok(cs)
+                    });
+                let _ = reply.send(r);
+            }
+            NodeMsg::TransferLeader(to) => self.node.transfer_leader(to),
+            NodeMsg::Progress(reply) => {
+                let raft = &self.node.raft;
+                let p = (raft.state == StateRole::Leader).then(|| {
+                    let matched: HashMap<u64, u64> =
+                        raft.prs().iter().map(|(id, p)| (*id, p.matched)).collect();
+                    LogProgress {
+                        leader_match: matched.get(&raft.id).copied().unwrap_or(0),
+                        matched,
+                    }
+                });
+                let _ = reply.send(p);
             }
             NodeMsg::ReadIndex(tx) => new_reads.push(tx),
             NodeMsg::Applied(index) => {

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use oxcd_api::oxcdpeer::{
     peer_server::{Peer, PeerServer},
-    ProbeRequest, ProbeResponse, RaftBatch, SendAck, SnapshotAck, SnapshotChunk,
+    MembersRequest, MembersResponse, ProbeRequest, ProbeResponse, PromoteRequest, PromoteResponse,
+    RaftBatch, SendAck, SnapshotAck, SnapshotChunk,
 };
 use parking_lot::Mutex;
 use protobuf::Message as _;
@@ -25,11 +26,27 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::node::NodeMsg;
 use super::transport::MAX_DECODE_BYTES;
+use crate::error::EtcdError;
+use crate::membership::{ClusterInfo, Member};
 
 /// A misconfigured member retries every couple of seconds; say so once in a while, not each time.
 const MISMATCH_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
+/// What the peer service asks of the server beyond stepping raft messages.
+#[tonic::async_trait]
+pub trait PeerControl: Send + Sync + 'static {
+    /// The member list as this member knows it.
+    fn cluster(&self) -> ClusterInfo;
+    fn is_removed(&self, id: u64) -> bool;
+    /// Promotes a learner (asked of the leader by a follower).
+    async fn promote(&self, id: u64) -> Result<Vec<Member>, EtcdError>;
+}
+
+/// The text a removed member gets from the others, as etcd's peers answer it.
+pub const REMOVED_TEXT: &str = "the member has been permanently removed from the cluster";
+
 pub struct PeerService {
+    control: Option<std::sync::Arc<dyn PeerControl>>,
     cluster_id: u64,
     local_id: u64,
     node_tx: Sender<NodeMsg>,
@@ -48,6 +65,7 @@ impl PeerService {
         snap_dir: PathBuf,
     ) -> PeerService {
         PeerService {
+            control: None,
             cluster_id,
             local_id,
             node_tx,
@@ -55,6 +73,16 @@ impl PeerService {
             snap_dir,
             recv_seq: AtomicU64::new(0),
         }
+    }
+
+    /// Connects the service to the server, for membership questions and removed members.
+    pub fn with_control(mut self, control: std::sync::Arc<dyn PeerControl>) -> PeerService {
+        self.control = Some(control);
+        self
+    }
+
+    fn is_removed(&self, id: u64) -> bool {
+        self.control.as_ref().is_some_and(|c| c.is_removed(id))
     }
 
     fn log_cluster_mismatch(&self, remote_id: u64, remote_cluster_id: u64) {
@@ -81,6 +109,9 @@ impl PeerService {
                 "cluster ID mismatch: member {:x} is in cluster {:x}, request is for cluster {:x}",
                 self.local_id, self.cluster_id, cluster_id
             )));
+        }
+        if self.is_removed(from) {
+            return Err(Status::failed_precondition(REMOVED_TEXT));
         }
         if to != self.local_id {
             return Err(Status::failed_precondition(format!(
@@ -231,9 +262,44 @@ impl Peer for PeerService {
         if req.cluster_id != self.cluster_id {
             self.log_cluster_mismatch(req.from, req.cluster_id);
         }
+        let removed = req.cluster_id == self.cluster_id && self.is_removed(req.from);
+        if removed {
+            tracing::warn!(
+                "remote-peer-id" = %format_args!("{:x}", req.from),
+                "rejected connection from removed member"
+            );
+        }
         Ok(Response::new(ProbeResponse {
             cluster_id: self.cluster_id,
             member_id: self.local_id,
+            removed,
+        }))
+    }
+
+    async fn members(
+        &self,
+        _req: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        let Some(c) = &self.control else {
+            return Err(Status::unavailable("membership is not served here"));
+        };
+        let info = c.cluster();
+        Ok(Response::new(MembersResponse {
+            cluster_id: info.cluster_id,
+            members: info.encode(),
+        }))
+    }
+
+    async fn promote(
+        &self,
+        req: Request<PromoteRequest>,
+    ) -> Result<Response<PromoteResponse>, Status> {
+        let Some(c) = &self.control else {
+            return Err(Status::unavailable("membership is not served here"));
+        };
+        let members = c.promote(req.into_inner().member_id).await?;
+        Ok(Response::new(PromoteResponse {
+            members: serde_json::to_vec(&members).map_err(|e| Status::internal(e.to_string()))?,
         }))
     }
 }

@@ -19,6 +19,8 @@ const GROUP: u64 = 1;
 const KEY_HARD_STATE: &[u8] = b"hard_state";
 const KEY_CONF_STATE: &[u8] = b"conf_state";
 const KEY_SNAPSHOT_META: &[u8] = b"snapshot_meta";
+/// Where the log of a freshly bootstrapped member starts: right after this index.
+pub const BOOTSTRAP_INDEX: u64 = 1;
 
 #[derive(Clone)]
 struct EntryExt;
@@ -130,17 +132,25 @@ impl WalStorage {
     }
 
     /// First boot: record the initial configuration and the starting point of the log, as if a
-    /// snapshot at index 0 held that configuration.
+    /// snapshot at index 1 (term 1) held that configuration.
+    ///
+    /// The log starts after index 1 rather than 0 so that entry 1 is never in any member's log:
+    /// a member added later (whose log is empty) then always gets a snapshot from the leader,
+    /// which carries the configuration and the data, instead of a replay of the log from the
+    /// start that would lack the bootstrap configuration.
     pub fn bootstrap(&self, conf_state: ConfState) -> anyhow::Result<()> {
         let mut batch = LogBatch::default();
         batch.put_message(GROUP, KEY_CONF_STATE.to_vec(), &conf_state)?;
         let mut meta = SnapshotMetadata::default();
         meta.set_conf_state(conf_state.clone());
+        meta.index = BOOTSTRAP_INDEX;
+        meta.term = 1;
         batch.put_message(GROUP, KEY_SNAPSHOT_META.to_vec(), &meta)?;
         // etcd bootstraps its log at term 1, so the first election lands on term 2; starting
         // from the same term keeps `raft_term` in responses identical to etcd's.
         let hs = HardState {
             term: 1,
+            commit: BOOTSTRAP_INDEX,
             ..Default::default()
         };
         batch.put_message(GROUP, KEY_HARD_STATE.to_vec(), &hs)?;
@@ -150,6 +160,70 @@ impl WalStorage {
         c.snapshot_meta = meta;
         c.hard_state = hs;
         Ok(())
+    }
+
+    /// `--force-new-cluster`: drops entries that were never committed, appends `forced` (the
+    /// conf changes that remove every other member) right after the commit index as committed
+    /// entries of the current term, and makes `conf_state` the configuration, in one synced
+    /// write. Returns the new commit index.
+    pub fn force_new_cluster(
+        &self,
+        forced: Vec<Entry>,
+        conf_state: ConfState,
+    ) -> anyhow::Result<u64> {
+        let _g = self.meta_lock.lock();
+        let mut hs = self.hard_state();
+        let meta = self.snapshot_meta();
+        let commit = hs.commit.max(meta.index);
+        let last = raft::Storage::last_index(self).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut batch = LogBatch::default();
+        let mut entries = Vec::new();
+        if last > commit {
+            tracing::info!(
+                "commit-index" = commit,
+                "last-index" = last,
+                "discarding uncommitted WAL entries"
+            );
+            if commit > meta.index {
+                // Appending at an index the log holds truncates everything after it.
+                let e = self
+                    .engine
+                    .get_entry::<EntryExt>(GROUP, commit)?
+                    .ok_or_else(|| anyhow::anyhow!("committed entry {commit} is missing"))?;
+                entries.push(e);
+            } else {
+                batch.add_command(GROUP, raft_engine::Command::Clean);
+                batch.put_message(GROUP, KEY_SNAPSHOT_META.to_vec(), &meta)?;
+            }
+        }
+        let mut index = commit;
+        for mut e in forced {
+            index += 1;
+            e.index = index;
+            e.term = hs.term;
+            entries.push(e);
+        }
+        if !entries.is_empty() {
+            batch.add_entries::<EntryExt>(GROUP, &entries)?;
+        }
+        hs.commit = index;
+        batch.put_message(GROUP, KEY_HARD_STATE.to_vec(), &hs)?;
+        batch.put_message(GROUP, KEY_CONF_STATE.to_vec(), &conf_state)?;
+        self.engine.write(&mut batch, true)?;
+        let mut c = self.cached.write();
+        c.hard_state = hs;
+        c.conf_state = conf_state;
+        Ok(index)
+    }
+
+    /// The entries in `[low, high)`, for start-up inspection of the log.
+    pub fn entries_between(&self, low: u64, high: u64) -> anyhow::Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        if high > low {
+            self.engine
+                .fetch_entries_to::<EntryExt>(GROUP, low, high, None, &mut out)?;
+        }
+        Ok(out)
     }
 
     /// Persists new entries (replacing any conflicting suffix) and the hard state, in one write.
@@ -346,9 +420,9 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(s.first_index().unwrap(), 1);
-        assert_eq!(s.last_index().unwrap(), 0);
-        let ents: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
+        assert_eq!(s.first_index().unwrap(), 2);
+        assert_eq!(s.last_index().unwrap(), 1);
+        let ents: Vec<Entry> = (2..=10).map(|i| entry(i, 1)).collect();
         let hs = HardState {
             term: 1,
             commit: 5,
@@ -397,7 +471,7 @@ mod tests {
         })
         .unwrap();
         // A follower with a stale log, partly beyond the snapshot, with a conflicting term.
-        let ents: Vec<Entry> = (1..=30).map(|i| entry(i, 1)).collect();
+        let ents: Vec<Entry> = (2..=30).map(|i| entry(i, 1)).collect();
         let hs = HardState {
             term: 2,
             vote: 3,
@@ -456,5 +530,43 @@ mod tests {
             s.snapshot(0, 2).unwrap_err(),
             raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)
         );
+    }
+
+    #[test]
+    fn force_new_cluster_drops_uncommitted_and_appends_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = WalStorage::open(dir.path()).unwrap();
+        s.bootstrap(ConfState {
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        })
+        .unwrap();
+        let ents: Vec<Entry> = (2..=9).map(|i| entry(i, 2)).collect();
+        let hs = HardState {
+            term: 2,
+            commit: 6,
+            ..Default::default()
+        };
+        s.append(&ents, Some(&hs), true).unwrap();
+        let forced = vec![Entry::default(), Entry::default()];
+        let commit = s
+            .force_new_cluster(
+                forced,
+                ConfState {
+                    voters: vec![1],
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(commit, 8);
+        drop(s);
+        let s = WalStorage::open(dir.path()).unwrap();
+        assert_eq!(s.last_index().unwrap(), 8);
+        assert_eq!(s.hard_state().commit, 8);
+        assert_eq!(s.conf_state().voters, vec![1]);
+        let got = s.entries_between(6, 9).unwrap();
+        assert_eq!(got[0].data, entry(6, 2).data, "the committed entry stays");
+        assert!(got[1].data.is_empty() && got[2].data.is_empty());
+        assert_eq!(got[2].term, 2);
     }
 }

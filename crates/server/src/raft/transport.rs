@@ -94,6 +94,8 @@ struct Peer {
 struct Link {
     id: u64,
     queue: Mutex<Queue>,
+    /// Since when the stream to the peer has been up; None while it is not (etcd's ActiveSince).
+    active_since: Mutex<Option<Instant>>,
     /// Wakes the stream's batch source when messages arrive (`notify_one`, which keeps a permit
     /// if the source is busy) and retires old sources on reconnect (`notify_waiters`).
     notify: Notify,
@@ -153,6 +155,7 @@ impl Transport {
                 state: LinkState::Connecting,
                 generation: 0,
             }),
+            active_since: Mutex::new(None),
             notify: Notify::new(),
         });
         let task = self.inner.rt.spawn(
@@ -173,6 +176,41 @@ impl Transport {
         let old = self.inner.peers.write().insert(id, peer);
         if let Some(old) = old {
             old.stop();
+        }
+    }
+
+    /// Since when the stream to `id` has been up; None if it is down or `id` is no peer.
+    pub fn active_since(&self, id: u64) -> Option<Instant> {
+        let peers = self.inner.peers.read();
+        let p = peers.get(&id)?;
+        let since = *p.link.active_since.lock();
+        since
+    }
+
+    /// Makes the peers exactly `members` (ID and peer URLs; the local member is skipped):
+    /// after a snapshot replaced the member list.
+    pub fn sync(&self, members: &[(u64, Vec<String>)]) {
+        let local = self.inner.ids.local_id;
+        let current: Vec<(u64, Vec<String>)> = self
+            .inner
+            .peers
+            .read()
+            .iter()
+            .map(|(id, p)| (*id, p.urls.clone()))
+            .collect();
+        for (id, _) in &current {
+            if !members.iter().any(|(m, _)| m == id) {
+                self.remove_peer(*id);
+            }
+        }
+        for (id, urls) in members {
+            if *id == local {
+                continue;
+            }
+            let same = current.iter().any(|(c, u)| c == id && u == urls);
+            if !same {
+                self.add_peer(*id, urls.clone());
+            }
         }
     }
 
@@ -492,6 +530,8 @@ impl ChunkSource {
 enum LinkError {
     /// Dialing, probing or streaming failed.
     Io(String),
+    /// The peer says this member was removed from the cluster.
+    Removed,
     /// The peer answered as another cluster or another member: never send to it.
     Mismatch { cluster_id: u64, member_id: u64 },
 }
@@ -520,6 +560,7 @@ impl PeerTask {
                         q.state = LinkState::Active;
                         q.generation
                     };
+                    *self.link.active_since.lock() = Some(Instant::now());
                     tracing::info!(
                         "peer-id" = %peer,
                         "local-member-id" = %local,
@@ -542,6 +583,14 @@ impl PeerTask {
                     Some(e)
                 }
             };
+            if let Some(LinkError::Removed) = err {
+                tracing::error!(
+                    "remote-peer-id" = %peer,
+                    "local-member-id" = %local,
+                    "{}", super::peer_service::REMOVED_TEXT
+                );
+                crate::server::exit_removed();
+            }
             if let Some(e) = err {
                 let due = last_log.is_none_or(|t| t.elapsed() >= LOG_REPEAT);
                 if due {
@@ -564,6 +613,7 @@ impl PeerTask {
                             "local-member-cluster-id" = %format_args!("{:x}", self.ids.cluster_id),
                             "request sent was ignored by remote peer due to cluster ID mismatch"
                         ),
+                        LinkError::Removed => {}
                         LinkError::Mismatch { member_id, .. } => tracing::error!(
                             "remote-peer-id" = %peer,
                             "remote-peer-member-id" = %format_args!("{member_id:x}"),
@@ -586,6 +636,7 @@ impl PeerTask {
 
     /// Marks the link down, drops what was queued and tells raft.
     fn mark_down(&self) {
+        *self.link.active_since.lock() = None;
         let dropped = {
             let mut q = self.link.queue.lock();
             q.state = LinkState::Down;
@@ -604,7 +655,7 @@ impl PeerTask {
         for url in &self.urls {
             match self.dial(url).await {
                 Ok(client) => return Ok(client),
-                Err(e @ LinkError::Mismatch { .. }) => return Err(e),
+                Err(e @ (LinkError::Mismatch { .. } | LinkError::Removed)) => return Err(e),
                 Err(e) => last = e,
             }
         }
@@ -638,6 +689,9 @@ impl PeerTask {
             Ok(Err(status)) => return Err(io(&status.message())),
             Err(_) => return Err(io(&"probe timed out")),
         };
+        if resp.removed {
+            return Err(LinkError::Removed);
+        }
         if resp.cluster_id != self.ids.cluster_id || resp.member_id != self.link.id {
             return Err(LinkError::Mismatch {
                 cluster_id: resp.cluster_id,
@@ -675,6 +729,76 @@ impl PeerTask {
             }
         }
     }
+}
+
+/// Why a request forwarded to another member's peer port failed.
+pub enum ForwardError {
+    /// The member answered with an error: the client gets it as it is.
+    Refused(tonic::Status),
+    /// The member could not be reached.
+    Io(String),
+}
+
+impl ForwardError {
+    pub fn into_etcd(self) -> crate::error::EtcdError {
+        match self {
+            ForwardError::Refused(s) => crate::error::EtcdError::from_remote(&s),
+            ForwardError::Io(e) => {
+                tracing::warn!("forwarding to the leader failed: {e}");
+                crate::error::EtcdError::NoLeader
+            }
+        }
+    }
+}
+
+/// A one-off client for a member's peer port.
+async fn peer_client(url: &str, timeout: Duration) -> Result<PeerClient<Channel>, ForwardError> {
+    let channel = Endpoint::from_shared(url.to_string())
+        .map_err(|e| ForwardError::Io(format!("{url}: {e}")))?
+        .connect_timeout(DIAL_TIMEOUT)
+        .timeout(timeout)
+        .connect()
+        .await
+        .map_err(|e| ForwardError::Io(format!("dial {url}: {}", error_chain(&e))))?;
+    Ok(PeerClient::new(channel).max_decoding_message_size(MAX_DECODE_BYTES))
+}
+
+/// Asks the member at `url` (the leader) to promote learner `id`; returns the member list after.
+pub async fn promote_at(
+    url: &str,
+    id: u64,
+    timeout: Duration,
+) -> Result<Vec<crate::membership::Member>, ForwardError> {
+    let mut client = peer_client(url, timeout).await?;
+    let resp = client
+        .promote(oxcd_api::oxcdpeer::PromoteRequest { member_id: id })
+        .await
+        .map_err(|s| {
+            if s.code() == tonic::Code::Unavailable && s.message().contains("transport") {
+                ForwardError::Io(s.message().to_string())
+            } else {
+                ForwardError::Refused(s)
+            }
+        })?
+        .into_inner();
+    serde_json::from_slice(&resp.members).map_err(|e| ForwardError::Io(e.to_string()))
+}
+
+/// The cluster as the member at `url` knows it (for a member joining an existing cluster).
+pub async fn fetch_cluster(
+    url: &str,
+    timeout: Duration,
+) -> Result<crate::membership::ClusterInfo, String> {
+    let mut client = peer_client(url, timeout).await.map_err(|e| match e {
+        ForwardError::Io(e) => e,
+        ForwardError::Refused(s) => s.message().to_string(),
+    })?;
+    let resp = client
+        .members(oxcd_api::oxcdpeer::MembersRequest {})
+        .await
+        .map_err(|s| format!("{url}: {}", s.message()))?
+        .into_inner();
+    crate::membership::ClusterInfo::decode(&resp.members).map_err(|e| format!("{e:#}"))
 }
 
 /// `Display` of an error and its sources: tonic's transport errors say only "transport error" at
