@@ -524,4 +524,119 @@ mod tests {
         let ids: Vec<u64> = info.members.iter().map(|m| m.id).collect();
         assert_eq!(info.cluster_id, ids::cluster_id(&ids));
     }
+
+    fn member(id: u64, name: &str, url: &str, learner: bool) -> Member {
+        Member {
+            id,
+            name: name.to_string(),
+            peer_urls: vec![url.to_string()],
+            client_urls: vec![],
+            is_learner: learner,
+        }
+    }
+
+    fn three() -> Membership {
+        Membership::new(ClusterInfo {
+            cluster_id: 9,
+            local_id: 1,
+            members: vec![
+                member(1, "a", "http://h:1", false),
+                member(2, "b", "http://h:2", false),
+                member(3, "c", "http://h:3", false),
+            ],
+            removed: vec![],
+        })
+    }
+
+    #[test]
+    fn conf_change_round_trips_through_raft_entries() {
+        for change in [
+            Change::Add(member(7, "", "http://h:7", true)),
+            Change::Add(member(8, "", "http://h:8", false)),
+            Change::Promote(7),
+            Change::Remove(2),
+            Change::Update {
+                id: 3,
+                peer_urls: vec!["http://h:33".into()],
+            },
+        ] {
+            let cc = change.to_conf_change();
+            assert_eq!(Change::from_conf_change(&cc).unwrap(), change);
+        }
+    }
+
+    #[test]
+    fn validation_gives_etcds_errors() {
+        let m = three();
+        let add = |id, url: &str, learner| Change::Add(member(id, "", url, learner));
+        assert_eq!(
+            m.validate(&add(1, "http://h:9", false), 1),
+            Err(EtcdError::MemberExist)
+        );
+        assert_eq!(
+            m.validate(&add(9, "http://h:2", false), 1),
+            Err(EtcdError::PeerUrlExist)
+        );
+        assert_eq!(m.validate(&add(9, "http://h:9", true), 1), Ok(()));
+        m.apply(&add(9, "http://h:9", true));
+        assert!(m.member(9).unwrap().is_learner);
+        assert_eq!(
+            m.validate(&add(10, "http://h:10", true), 1),
+            Err(EtcdError::TooManyLearners)
+        );
+        assert_eq!(m.validate(&add(10, "http://h:10", true), 2), Ok(()));
+        assert_eq!(
+            m.validate(&Change::Promote(2), 1),
+            Err(EtcdError::MemberNotLearner)
+        );
+        assert_eq!(
+            m.validate(&Change::Promote(42), 1),
+            Err(EtcdError::MemberNotFound)
+        );
+        m.apply(&Change::Promote(9));
+        assert!(!m.member(9).unwrap().is_learner);
+        assert_eq!(
+            m.validate(&Change::Remove(42), 1),
+            Err(EtcdError::MemberNotFound)
+        );
+        let update = Change::Update {
+            id: 3,
+            peer_urls: vec!["http://h:1".into()],
+        };
+        assert_eq!(m.validate(&update, 1), Err(EtcdError::PeerUrlExist));
+        m.apply(&Change::Remove(3));
+        assert!(m.is_removed(3));
+        assert_eq!(
+            m.validate(&add(3, "http://h:3", false), 1),
+            Err(EtcdError::MemberNotFound),
+            "a removed ID never comes back"
+        );
+    }
+
+    #[test]
+    fn strict_checks_count_started_voters() {
+        let m = three();
+        assert!(m.ready_to_add_voter());
+        m.apply(&Change::Add(member(4, "", "http://h:4", false)));
+        // 4 voters, 3 started: a fifth needs 3 of 5 started.
+        assert!(m.ready_to_add_voter());
+        m.apply(&Change::Add(member(5, "", "http://h:5", false)));
+        // 5 voters, 3 started: a sixth needs 4 of 6.
+        assert!(!m.ready_to_add_voter());
+        assert!(!m.ready_to_remove_voter(1), "2 started of 4 left");
+        assert!(m.ready_to_remove_voter(4));
+
+        let solo = Membership::new(ClusterInfo {
+            cluster_id: 9,
+            local_id: 1,
+            members: vec![member(1, "a", "http://h:1", false)],
+            removed: vec![],
+        });
+        assert!(solo.ready_to_add_voter(), "growing a one-member cluster");
+        solo.apply(&Change::Add(member(2, "", "http://h:2", false)));
+        assert!(
+            !solo.ready_to_add_voter(),
+            "etcd: not enough started members"
+        );
+    }
 }
