@@ -566,9 +566,43 @@ pub struct DefragArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum SnapshotCmd {
+    /// Restores an etcd member snapshot to an etcd directory
+    #[command(override_usage = "oxctl snapshot restore <filename> [options]")]
+    Restore(SnapshotRestoreArgs),
     /// Stores an etcd node backend snapshot to a given file
     #[command(override_usage = "oxctl snapshot save <filename>")]
     Save(Rest),
+    /// Gets backend snapshot status of a given file
+    #[command(override_usage = "oxctl snapshot status <filename>")]
+    Status(Rest),
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotRestoreArgs {
+    /// Path to the data directory
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub data_dir: String,
+    /// Path to the WAL directory (use --data-dir if none given)
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub wal_dir: String,
+    /// Initial cluster configuration for restore bootstrap
+    #[arg(long, default_value = "default=http://localhost:2380")]
+    pub initial_cluster: String,
+    /// Initial cluster token for the etcd cluster during restore bootstrap
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// List of this member's peer URLs to advertise to the rest of the cluster
+    #[arg(long, default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
+    /// Human-readable name for this member
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Ignore snapshot integrity hash value (required if copied from data directory)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub skip_hash_check: bool,
+    #[arg(hide = true)]
+    pub args: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -48,6 +48,8 @@ fn use_and_long(path: &[&str]) -> (String, &'static str) {
         ["endpoint", "status"] => ("status", STATUS_LONG),
         ["member", "list"] => ("list", MEMBER_LIST_LONG),
         ["snapshot", "save"] => ("save <filename>", ""),
+        ["snapshot", "restore"] => ("restore <filename> [options]", ""),
+        ["snapshot", "status"] => ("status <filename>", SNAPSHOT_STATUS_LONG),
         ["member", "add"] => ("add <memberName> [options]", ""),
         ["member", "remove"] => ("remove <memberID>", ""),
         ["member", "update"] => ("update <memberID> [options]", ""),
@@ -93,6 +95,11 @@ will store the content of the file to <key>.
 
 const STATUS_LONG: &str = "When --write-out is set to simple, this command prints out comma-separated status lists for each endpoint.
 The items in the lists are endpoint, ID, version, db size, is leader, is learner, raft term, raft index, raft applied index, errors.
+";
+
+const SNAPSHOT_STATUS_LONG: &str = "
+When --write-out is set to simple, this command prints out comma-separated status lists for each endpoint.
+The items in the lists are hash, revision, total keys, total size.
 ";
 
 const PROMOTE_LONG: &str = "Promotes a non-voting learner member to a voting one in the cluster.\n";

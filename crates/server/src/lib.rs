@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod apply_conf;
+pub mod backup;
 pub mod bootstrap;
 pub mod config;
 pub mod error;

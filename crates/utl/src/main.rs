@@ -1,6 +1,17 @@
 //! `oxutl`: offline operations on data dirs and snapshot files, in etcdutl's shape.
+//!
+//! - `snapshot status FILE [-w simple|table|json|fields]`: hash, revision, total keys, size;
+//! - `snapshot restore FILE --name --initial-cluster --initial-cluster-token
+//!   --initial-advertise-peer-urls --data-dir [--wal-dir] [--skip-hash-check]`: the data dir of
+//!   a member of a new cluster holding the snapshot's data.
+//!
+//! Both share `oxcd_server::backup` with `oxctl snapshot ...`, so the two print the same.
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand};
+use oxcd_server::backup::{self, log::Sink, RestoreOptions};
+
+/// etcdctl's ExitBadArgs.
+const EXIT_BAD_ARGS: i32 = 128;
 
 #[derive(Parser)]
 #[command(
@@ -8,22 +19,157 @@ use clap::{Parser, Subcommand};
     about = "A simple command line client for oxcd data files."
 )]
 struct Cli {
+    /// set the output format (fields, json, protobuf, simple, table)
+    #[arg(short = 'w', long, global = true, default_value = "simple")]
+    write_out: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Manages etcd node snapshots
+    Snapshot {
+        #[command(subcommand)]
+        cmd: SnapshotCmd,
+    },
     /// Prints the version of oxutl
     Version,
 }
 
-fn main() {
-    match Cli::parse().cmd {
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Restores an etcd member snapshot to an etcd directory
+    #[command(override_usage = "oxutl snapshot restore <filename> [options]")]
+    Restore(RestoreArgs),
+    /// Gets backend snapshot status of a given file
+    #[command(
+        override_usage = "oxutl snapshot status <filename>",
+        long_about = "Gets backend snapshot status of a given file\n\n\
+            When --write-out is set to simple, this command prints out comma-separated status lists for each endpoint.\n\
+            The items in the lists are hash, revision, total keys, total size."
+    )]
+    Status(FileArgs),
+}
+
+#[derive(Args)]
+struct FileArgs {
+    #[arg(hide = true)]
+    args: Vec<String>,
+}
+
+/// Go's strconv.ParseBool, as pflag reads `--flag=value`.
+fn go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("strconv.ParseBool: parsing {s:?}: invalid syntax")),
+    }
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// Path to the data directory
+    #[arg(long, default_value = "", hide_default_value = true)]
+    data_dir: String,
+    /// Path to the WAL directory (use --data-dir if none given)
+    #[arg(long, default_value = "", hide_default_value = true)]
+    wal_dir: String,
+    /// Initial cluster configuration for restore bootstrap
+    #[arg(long, default_value = "default=http://localhost:2380")]
+    initial_cluster: String,
+    /// Initial cluster token for the etcd cluster during restore bootstrap
+    #[arg(long, default_value = "etcd-cluster")]
+    initial_cluster_token: String,
+    /// List of this member's peer URLs to advertise to the rest of the cluster
+    #[arg(long, default_value = "http://localhost:2380")]
+    initial_advertise_peer_urls: String,
+    /// Human-readable name for this member
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// Ignore snapshot integrity hash value (required if copied from data directory)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    skip_hash_check: bool,
+    #[arg(hide = true)]
+    args: Vec<String>,
+}
+
+/// What a failed command prints (`Error: ...` on stderr) and exits with.
+struct Failure {
+    code: i32,
+    msg: String,
+}
+
+impl From<backup::Error> for Failure {
+    fn from(e: backup::Error) -> Failure {
+        Failure {
+            code: e.code,
+            msg: e.msg,
+        }
+    }
+}
+
+fn one_arg(args: &[String], cmd: &str) -> Result<String, Failure> {
+    match args {
+        [one] => Ok(one.clone()),
+        _ => Err(Failure {
+            code: EXIT_BAD_ARGS,
+            msg: format!("snapshot {cmd} requires exactly one argument"),
+        }),
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.cmd {
         Cmd::Version => {
             println!("oxutl version: {}", env!("CARGO_PKG_VERSION"));
             println!("API version: {}", api_version());
+            Ok(())
         }
+        Cmd::Snapshot {
+            cmd: SnapshotCmd::Status(a),
+        } => {
+            let file = one_arg(&a.args, "status")?;
+            if !matches!(
+                cli.write_out.as_str(),
+                "simple" | "json" | "fields" | "protobuf" | "table"
+            ) {
+                return Err(Failure {
+                    code: backup::EXIT_BAD_FEATURE,
+                    msg: "unsupported output format".into(),
+                });
+            }
+            let st = backup::status(std::path::Path::new(&file))?;
+            print!("{}", backup::render_status(&st, &cli.write_out)?);
+            Ok(())
+        }
+        Cmd::Snapshot {
+            cmd: SnapshotCmd::Restore(a),
+        } => {
+            let file = one_arg(&a.args, "restore")?;
+            backup::restore(&RestoreOptions {
+                name: a.name,
+                initial_cluster: a.initial_cluster,
+                initial_cluster_token: a.initial_cluster_token,
+                initial_advertise_peer_urls: a.initial_advertise_peer_urls,
+                data_dir: a.data_dir,
+                wal_dir: a.wal_dir,
+                skip_hash_check: a.skip_hash_check,
+                log: Sink::Stderr,
+                ..RestoreOptions::new(file)
+            })?;
+            Ok(())
+        }
+    }
+}
+
+fn main() {
+    if let Err(f) = run(Cli::parse()) {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        eprintln!("Error: {}", f.msg);
+        std::process::exit(f.code);
     }
 }
 

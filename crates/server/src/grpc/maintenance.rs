@@ -102,13 +102,16 @@ impl Maintenance for MaintenanceService {
 
     type SnapshotStream = SnapshotStream;
 
+    /// A consistent copy of this member's backend, in chunks, then its SHA-256 (local: works
+    /// on any member, with or without a leader).
     async fn snapshot(
         &self,
         _req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(Status::unimplemented(
-            "oxcd: snapshot is not supported by this build yet",
-        ))
+        let db = self.server.cfg.backend_path();
+        let snap_dir = db.parent().map_or_else(|| db.clone(), |d| d.to_path_buf());
+        let stream = crate::backup::stream::snapshot_stream(self.server.store.clone(), snap_dir);
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn move_leader(

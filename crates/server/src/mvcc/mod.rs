@@ -18,7 +18,7 @@ mod store;
 mod txn;
 pub mod watch_hub;
 
-pub use store::{MvccStore, WriteBatch};
+pub use store::{FileStats, MvccStore, WriteBatch};
 pub use txn::is_read_only as is_txn_read_only;
 pub use watch_hub::WatchHub;
 

@@ -577,6 +577,92 @@ impl MvccStore {
     }
 }
 
+/// What `snapshot status` reports about a backend file besides its size (etcd's `snapshot.Status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStats {
+    /// CRC-32C over every table's name followed by its rows' keys and values, tables in name
+    /// order, rows in key order.
+    pub hash: u32,
+    /// The main revision of the last row of the key table (0 if it has none).
+    pub revision: i64,
+    /// Rows over all tables.
+    pub total_keys: u64,
+}
+
+impl MvccStore {
+    /// Reads the (closed) database file at `path` whole, for `snapshot status`. Opening may let
+    /// redb repair a file that was not closed cleanly (a copy of a dead member's backend), so
+    /// call it on a copy when the original must stay untouched.
+    pub fn file_stats(path: &Path) -> Result<FileStats> {
+        let db = Database::open(path)?;
+        let txn = db.begin_read()?;
+        if txn.list_multimap_tables()?.next().is_some() {
+            return Err(EtcdError::Internal(
+                "mvcc: multimap tables are not part of a backend".into(),
+            ));
+        }
+        let mut names: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
+        names.sort_unstable();
+        let mut h = Crc32c::new();
+        let (mut revision, mut total_keys) = (0i64, 0u64);
+        for name in &names {
+            let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(name);
+            let table = txn.open_table(def)?;
+            h.update(name.as_bytes());
+            let is_key = def.name() == KEY_TABLE.name();
+            for row in table.iter()? {
+                let (k, v) = row?;
+                h.update(k.value());
+                h.update(v.value());
+                if is_key {
+                    if let Some(r) = Revision::from_bytes(k.value()) {
+                        revision = r.main;
+                    }
+                }
+                total_keys += 1;
+            }
+        }
+        Ok(FileStats {
+            hash: h.finish(),
+            revision,
+            total_keys,
+        })
+    }
+
+    /// Makes the (closed) database file at `path` the backend of a member of a new cluster, as
+    /// `snapshot restore` does: meta row `key` becomes `value` (the new membership), the
+    /// consistent index and term become `(index, term)` (where the new cluster's bootstrapped
+    /// log starts), and the three tables exist. Everything else (keys, revisions, compaction,
+    /// leases) stays. Durable when this returns. Returns the last compacted revision the file
+    /// holds, if it was ever compacted.
+    pub fn reset_file_for_restore(
+        path: &Path,
+        key: &str,
+        value: &[u8],
+        (index, term): (u64, u64),
+    ) -> Result<Option<i64>> {
+        let db = Database::open(path)?;
+        let txn = db.begin_write()?;
+        for t in [KEY_TABLE, LEASE_TABLE] {
+            txn.open_table(t)?;
+        }
+        let compacted = {
+            let mut meta = txn.open_table(META_TABLE)?;
+            meta.insert(key.as_bytes(), value)?;
+            meta.insert(META_CONSISTENT_INDEX, &index.to_be_bytes()[..])?;
+            meta.insert(META_TERM, &term.to_be_bytes()[..])?;
+            let rev = rev_meta(meta.get(META_FINISHED_COMPACT)?.as_ref().map(|g| g.value()));
+            (rev >= 0).then_some(rev)
+        };
+        txn.commit()?;
+        drop(db);
+        std::fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| EtcdError::Internal(format!("mvcc: sync {}: {e}", path.display())))?;
+        Ok(compacted)
+    }
+}
+
 #[cfg(test)]
 mod snapshot_tests {
     use oxcd_api::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest};
