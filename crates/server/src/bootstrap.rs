@@ -74,8 +74,9 @@ pub fn join_existing(cfg: &Config) -> anyhow::Result<ClusterInfo> {
     Ok(info)
 }
 
-/// Matches every existing member to a member of the flags by peer URLs; returns the flags'
-/// names with the existing IDs, or why they do not describe the same cluster.
+/// Pairs the existing members with the flags' members, both sorted by peer URLs (etcd's
+/// `ValidateClusterAndAssignIDs`); returns the flags' names with the existing IDs, or why the
+/// flags do not describe the same cluster.
 fn validate_join(
     local: &ClusterInfo,
     existing: &ClusterInfo,
@@ -83,29 +84,31 @@ fn validate_join(
     if local.members.len() != existing.members.len() {
         return Err("member count is unequal".to_string());
     }
-    let sorted = |urls: &[String]| {
-        let mut u = urls.to_vec();
-        u.sort();
-        u
-    };
-    let mut assigned = Vec::new();
-    for em in &existing.members {
-        let want = sorted(&em.peer_urls);
-        let Some(lm) = local
+    fn by_urls(c: &ClusterInfo) -> Vec<(Vec<String>, &crate::membership::Member)> {
+        let mut v: Vec<(Vec<String>, &crate::membership::Member)> = c
             .members
             .iter()
-            .find(|lm| sorted(&lm.peer_urls) == want)
-        else {
+            .map(|m| {
+                let mut u = m.peer_urls.clone();
+                u.sort();
+                (u, m)
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+    let mut assigned = Vec::new();
+    for ((eu, em), (lu, lm)) in by_urls(existing).into_iter().zip(by_urls(local)) {
+        if eu != lu {
+            let q = |u: &[String]| format!("{:?}", u.join(","));
             return Err(format!(
-                "unmatched member while checking PeerURLs ({:?} != {:?})",
-                em.peer_urls,
-                local
-                    .members
-                    .iter()
-                    .flat_map(|m| m.peer_urls.iter().cloned())
-                    .collect::<Vec<_>>()
+                "unmatched member while checking PeerURLs ({}(resolved from {}) != {}(resolved from {}))",
+                q(&eu),
+                q(&eu),
+                q(&lu),
+                q(&lu)
             ));
-        };
+        }
         assigned.push((lm.name.clone(), em.id));
     }
     Ok(assigned)

@@ -89,16 +89,10 @@ impl EtcdError {
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            LeaseExist
-            | NotLeader
-            | AuthNotEnabled
-            | MemberExist
-            | PeerUrlExist
-            | NotEnoughStartedMembers
-            | MemberNotLearner
-            | LearnerNotReady
-            | TooManyLearners
-            | BadLeaderTransferee => Code::FailedPrecondition,
+            LeaseExist | NotLeader | AuthNotEnabled | MemberExist | PeerUrlExist
+            | MemberNotLearner | LearnerNotReady | TooManyLearners | BadLeaderTransferee => {
+                Code::FailedPrecondition
+            }
             MemberBadUrls => Code::InvalidArgument,
             NoLeader
             | Timeout
@@ -107,7 +101,8 @@ impl EtcdError {
             | UnhealthyCluster
             | NotSupportedForLearner
             | LeaderTransferTimeout => Code::Unavailable,
-            Internal(_) | DeadlineExceeded => Code::Unknown,
+            // etcd 3.4 maps this one to a client-side error value, which gRPC sends as Unknown.
+            Internal(_) | DeadlineExceeded | NotEnoughStartedMembers => Code::Unknown,
         }
     }
 }

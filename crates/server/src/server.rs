@@ -171,7 +171,8 @@ impl EtcdServer {
                 .with_context(|| format!("installing snapshot {}", path.display()))?;
             }
             if info.removed.contains(&info.local_id) {
-                anyhow::bail!("{}", crate::raft::peer_service::REMOVED_TEXT);
+                // It applied its own removal before it stopped: as etcd, stop again, quietly.
+                exit_removed();
             }
             if cfg.force_new_cluster {
                 crate::bootstrap::force_new_cluster(&wal, &info, store.consistent_index())?;

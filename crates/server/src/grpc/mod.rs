@@ -77,14 +77,13 @@ pub fn router(server: Arc<EtcdServer>) -> axum::Router {
         .layer(axum::middleware::from_fn_with_state(server, learner_guard))
 }
 
-/// What a learner serves: its own status, a snapshot, and serializable reads (checked by the KV
-/// service, which sees the request). Everything else gets etcd's learner error.
+/// What a learner serves, as in etcd 3.4: its own status and serializable reads (checked by the
+/// KV service, which sees the request). Everything else, streams included, gets etcd's learner
+/// error.
 fn learner_may_serve(path: &str) -> bool {
     matches!(
         path,
-        "/etcdserverpb.Maintenance/Status"
-            | "/etcdserverpb.Maintenance/Snapshot"
-            | "/etcdserverpb.KV/Range"
+        "/etcdserverpb.Maintenance/Status" | "/etcdserverpb.KV/Range"
     )
 }
 
