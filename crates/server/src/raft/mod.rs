@@ -122,13 +122,24 @@ impl RaftHandle {
             self.inner.waiters.forget(id);
             return Err(EtcdError::Stopped);
         }
+        self.wait_reply(id, rx).await
+    }
+
+    /// Waits for the apply loop's answer to proposal `id`, up to the request timeout.
+    async fn wait_reply(
+        &self,
+        id: u64,
+        rx: oneshot::Receiver<Result<ApplyResponse>>,
+    ) -> Result<ApplyResponse> {
         match tokio::time::timeout(self.inner.request_timeout, rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(EtcdError::Stopped),
             Err(_) => {
                 if self.inner.waiters.forget(id) {
+                    // Handed to raft but not applied in time.
                     Err(EtcdError::Timeout)
                 } else {
+                    // Still waiting for a leader at the deadline.
                     Err(EtcdError::DeadlineExceeded)
                 }
             }
@@ -148,17 +159,7 @@ impl RaftHandle {
             self.inner.waiters.forget(id);
             return Err(EtcdError::Stopped);
         }
-        match tokio::time::timeout(self.inner.request_timeout, rx).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => Err(EtcdError::Stopped),
-            Err(_) => {
-                if self.inner.waiters.forget(id) {
-                    Err(EtcdError::Timeout)
-                } else {
-                    Err(EtcdError::DeadlineExceeded)
-                }
-            }
-        }
+        self.wait_reply(id, rx).await
     }
 
     /// Asks raft to hand leadership to `to`; raft does it once `to`'s log has caught up.
