@@ -246,13 +246,20 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize) {
+        let args = self.args(i);
+        self.spawn_args(i, args);
+    }
+
+    /// Spawns member `i` with the given command line (without the program) instead of
+    /// [`Cluster::args`], logging like any run, without waiting for readiness.
+    pub fn spawn_args(&mut self, i: usize, args: Vec<String>) {
         assert!(self.nodes[i].child.is_none(), "member {i} already running");
         self.nodes[i].runs += 1;
         let run = self.nodes[i].runs;
         let out = File::create(self.log_path(i, run, "out")).expect("create log");
         let err = File::create(self.log_path(i, run, "err")).expect("create log");
         let mut cmd = Command::new(self.kind.bin());
-        cmd.args(self.args(i))
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -270,7 +277,7 @@ impl Cluster {
     }
 
     /// Polls `GET /health` of the given members until each answered 200 with `"true"` once.
-    fn wait_ready(&mut self, members: &[usize], timeout: Duration) -> Result<(), String> {
+    pub fn wait_ready(&mut self, members: &[usize], timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         let mut pending: Vec<usize> = members.to_vec();
         let mut last = String::new();
@@ -363,6 +370,36 @@ impl Cluster {
         (0..self.nodes.len())
             .filter(|&i| self.is_running(i))
             .collect()
+    }
+
+    /// Adds a member that does not run yet (e.g. one announced with `member add`) with fresh
+    /// ports and no id; returns its index. Its data dir is `<tmp>/<name>`.
+    pub fn push_node(&mut self, name: &str) -> usize {
+        self.nodes.push(Node {
+            name: name.to_string(),
+            client_port: ports::free_port(),
+            peer_port: ports::free_port(),
+            child: None,
+            runs: 0,
+        });
+        self.ids.push(0);
+        self.nodes.len() - 1
+    }
+
+    /// Sets the member id of member `i` (e.g. as `member add` printed it).
+    pub fn set_id(&mut self, i: usize, id: u64) {
+        self.ids[i] = id;
+    }
+
+    /// Waits up to `timeout` for member `i` to exit by itself; returns its exit status (and
+    /// forgets the process) if it did.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.nodes[i].child.as_mut()?;
+        let status = proc::wait_timeout(child, timeout)?;
+        if let Some(mut child) = self.nodes[i].child.take() {
+            proc::kill_group(&mut child);
+        }
+        Some(status)
     }
 
     /// `kill -9` of member `i` (its process group), no grace.

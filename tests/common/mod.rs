@@ -11,6 +11,7 @@
 //! * [`member`]: one single-member cluster of oxcd or etcd ([`Member`]).
 //! * [`ctl`]: run etcdctl or oxctl with a timeout ([`ctl()`]).
 //! * [`normalize`]: make outputs of two different servers comparable ([`Norm`]).
+//! * [`reconfig`]: members added, removed and moved at runtime, compared with etcd.
 //! * [`scenario`]: run the same ctl steps against etcd and oxcd and compare ([`compare`]).
 //! * [`watch`]: the same for a long-running `watch` while writes happen.
 
@@ -24,6 +25,7 @@ pub mod normalize;
 pub mod ports;
 pub mod proc;
 pub mod put_stream;
+pub mod reconfig;
 pub mod scenario;
 pub mod watch;
 
