@@ -150,6 +150,62 @@ impl Cluster {
         panic!("{kind} cluster could not bind its ports: {last_error}");
     }
 
+    /// A cluster of `size` members with the standard flags, none started: ports and temp dir
+    /// are chosen, data dirs do not exist yet (e.g. for `snapshot restore` to create them).
+    /// Start the members with [`Cluster::launch`].
+    pub fn unstarted(kind: Kind, size: usize) -> Cluster {
+        bins::require(&kind.bin());
+        assert!(size >= 1, "a cluster needs a member");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("oxcd-test-cluster-{kind}-"))
+            .tempdir()
+            .expect("create temp dir");
+        std::fs::create_dir_all(dir.path().join("logs")).expect("create logs dir");
+        let nodes = (1..=size)
+            .map(|n| Node {
+                name: format!("m{n}"),
+                client_port: ports::free_port(),
+                peer_port: ports::free_port(),
+                child: None,
+                runs: 0,
+            })
+            .collect();
+        Cluster {
+            kind,
+            token: unique_token(),
+            nodes,
+            ids: Vec::new(),
+            cluster_id: 0,
+            extra: Vec::new(),
+            dir: Some(dir),
+            logs_shown: Cell::new(false),
+        }
+    }
+
+    /// Starts every member of an [`Cluster::unstarted`] cluster at once, waits until each
+    /// one's `/health` says true and learns the member ids. `Err` holds the reason and every
+    /// member's logs; the members are then killed.
+    pub fn launch(&mut self) -> Result<(), String> {
+        let all = self.all();
+        for &i in &all {
+            self.spawn(i);
+        }
+        match self.wait_ready(&all, READY_TIMEOUT) {
+            Ok(()) => {
+                self.learn_ids();
+                Ok(())
+            }
+            Err(e) => {
+                let logs = self.all_logs();
+                for &i in &all {
+                    self.kill9(i);
+                }
+                self.logs_shown.set(true);
+                Err(format!("{e}\n{logs}"))
+            }
+        }
+    }
+
     /// Every member index.
     pub fn all(&self) -> Vec<usize> {
         (0..self.nodes.len()).collect()

@@ -13,6 +13,7 @@
 //! * [`normalize`]: make outputs of two different servers comparable ([`Norm`]).
 //! * [`reconfig`]: members added, removed and moved at runtime, compared with etcd.
 //! * [`scenario`]: run the same ctl steps against etcd and oxcd and compare ([`compare`]).
+//! * [`restore`]: snapshot files, the offline tools that read them, restored clusters.
 //! * [`watch`]: the same for a long-running `watch` while writes happen.
 
 pub mod b64;
@@ -26,6 +27,7 @@ pub mod ports;
 pub mod proc;
 pub mod put_stream;
 pub mod reconfig;
+pub mod restore;
 pub mod scenario;
 pub mod watch;
 
