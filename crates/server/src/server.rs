@@ -137,6 +137,11 @@ impl EtcdServer {
             };
             let mut batch = store.write()?;
             batch.meta_put(META_KEY, &info.encode())?;
+            if cfg.initial_cluster_state_new {
+                // The backend holds the bootstrap state the log starts after.
+                let bootstrap = crate::raft::storage::BOOTSTRAP_INDEX;
+                batch.set_consistent_index(bootstrap, 1);
+            }
             batch.commit(true)?;
             info
         } else {

@@ -77,7 +77,9 @@ pub fn purge(dir: &Path, applied: u64, tmp_too: bool, keep: usize) {
     if tmp_too {
         if let Ok(rd) = std::fs::read_dir(dir) {
             for e in rd.flatten() {
-                if e.file_name().to_str().is_some_and(|n| n.ends_with(".tmp")) {
+                // `.part`: a client's snapshot (Maintenance.Snapshot) cut short by a crash.
+                let leftover = |n: &str| n.ends_with(".tmp") || n.ends_with(".part");
+                if e.file_name().to_str().is_some_and(leftover) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -263,11 +265,13 @@ mod tests {
             std::fs::write(dir.path().join(file_name(1, i * 10)), b"x").unwrap();
         }
         std::fs::write(dir.path().join("00.recv.tmp"), b"x").unwrap();
+        std::fs::write(dir.path().join("client-snapshot-1-1.db.part"), b"x").unwrap();
         // Index 50 is newer than what is applied: kept whatever the count.
         purge(dir.path(), 40, true, 2);
         let left: Vec<u64> = list(dir.path()).iter().map(|f| f.0).collect();
         assert_eq!(left, vec![40, 50]);
         assert!(!dir.path().join("00.recv.tmp").exists());
+        assert!(!dir.path().join("client-snapshot-1-1.db.part").exists());
     }
 
     #[test]
