@@ -9,10 +9,12 @@
 //! Tests per scenario: `etcd_oracle` (the checks hold on etcd with etcdctl), `oxctl_oxcd`,
 //! `etcdctl_oxcd`, `oxctl_etcd` (compared with etcd + etcdctl) and, ignored, `etcd_twice`.
 
-use oxcd_process_tests::cluster::{sorted_lines, Transcript};
+use oxcd_process_tests::cluster::{Transcript, sorted_lines};
 use oxcd_process_tests::ctl::Ctl;
 use oxcd_process_tests::member::Kind;
-use oxcd_process_tests::reconfig::{copy_dir, flag_value, phrases_found, with_flag, Reconf};
+use oxcd_process_tests::reconfig::{
+    Reconf, copy_dir, excerpt, flag_value, phrases_found, with_flag,
+};
 use oxcd_process_tests::reconfig_tests;
 
 reconfig_tests!(
@@ -31,6 +33,7 @@ const REMOVED: &str = "the member has been permanently removed from the cluster"
 
 /// etcd's texts for a join whose `--initial-cluster` does not match the cluster.
 const JOIN_ERRORS: &[&str] = &[
+    "error validating peerURLs",
     "member count is unequal",
     "PeerURLs: no match found for existing member",
 ];
@@ -372,6 +375,27 @@ fn reconfig_errors(kind: Kind, ctl: Ctl) -> Transcript {
         "etcdserver: member not found",
     );
 
+    let f1 = r.hex_id("F1");
+    let l_peer = r.c.peer_url(r.at("L"));
+    r.reconfig_fails(
+        "L",
+        &["member", "update", &f1, &format!("--peer-urls={l_peer}")],
+        "etcdserver: Peer URLs already exists",
+    );
+    // Refused by the client.
+    r.fails(
+        "L",
+        &["member", "add", "mz", "--peer-urls=foo"],
+        "URL scheme must be http, https, unix, or unixs",
+    );
+    r.fails(
+        "L",
+        &["member", "add", "mz"],
+        "member peer urls not provided",
+    );
+    r.fails("L", &["member", "remove", "zz"], "bad member ID arg");
+    r.fails("L", &["member", "promote"], "member ID is not provided");
+
     // Joins with a wrong --initial-cluster.
     let n4 = r.add_member("L", "N4", false);
     let good = r.args_of(n4);
@@ -397,9 +421,13 @@ fn reconfig_errors(kind: Kind, ctl: Ctl) -> Transcript {
         r.t.add(
             format!("N4 started with {what} in --initial-cluster"),
             format!(
-                "exits by itself: {}; exit code: {code:?}\n{}",
+                "exits by itself: {}; exit code: {code:?}\n{}{}",
                 code.is_some(),
-                phrases_found(&logs, JOIN_ERRORS)
+                phrases_found(&logs, JOIN_ERRORS),
+                // Up to the resolver error, which names whichever flag member was tried last.
+                excerpt(&logs, "PeerURLs: no match", ", last resolver error")
+                    .map(|e| format!("{}\n", r.norm().apply(&e)))
+                    .unwrap_or_default()
             ),
         );
     }

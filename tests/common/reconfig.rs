@@ -33,10 +33,10 @@ use serde_json::Value;
 
 use crate::b64;
 use crate::cluster::{
-    canon_json, canon_table, check_transcripts, shown, sorted_lines, status_summary, Cluster,
-    Transcript, ELECTION_MS, HEARTBEAT_MS,
+    Cluster, ELECTION_MS, HEARTBEAT_MS, Transcript, canon_json, canon_table, check_transcripts,
+    shown, sorted_lines, status_summary,
 };
-use crate::ctl::{ctl, Ctl, Output};
+use crate::ctl::{Ctl, Output, ctl};
 use crate::member::{Kind, READY_TIMEOUT};
 use crate::normalize::Norm;
 use crate::scenario::clip;
@@ -717,6 +717,17 @@ pub fn flag_value(args: &[String], flag: &str) -> String {
     args[at + 1].clone()
 }
 
+/// The first text in `logs` from `start` up to and including `end` (or the end of the line).
+pub fn excerpt(logs: &str, start: &str, end: &str) -> Option<String> {
+    let from = logs.find(start)?;
+    let rest = &logs[from..];
+    let line = &rest[..rest.find('\n').unwrap_or(rest.len())];
+    Some(match line.find(end) {
+        Some(at) => line[..at + end.len()].to_string(),
+        None => line.to_string(),
+    })
+}
+
 /// Which of `phrases` occur in `text`, one per line (for a transcript).
 pub fn phrases_found(text: &str, phrases: &[&str]) -> String {
     phrases
@@ -876,7 +887,9 @@ mod tests {
         let (id, ic) = parse_member_add(out).unwrap();
         assert_eq!(id, 0x31fb0a6b5b0ca196);
         assert_eq!(ic, "m4=http://127.0.0.1:4,m1=http://127.0.0.1:1");
-        assert!(canon_initial_cluster(out)
-            .contains("ETCD_INITIAL_CLUSTER=\"m1=http://127.0.0.1:1,m4=http://127.0.0.1:4\""));
+        assert!(
+            canon_initial_cluster(out)
+                .contains("ETCD_INITIAL_CLUSTER=\"m1=http://127.0.0.1:1,m4=http://127.0.0.1:4\"")
+        );
     }
 }
