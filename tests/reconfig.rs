@@ -9,11 +9,11 @@
 //! Tests per scenario: `etcd_oracle` (the checks hold on etcd with etcdctl), `oxctl_oxcd`,
 //! `etcdctl_oxcd`, `oxctl_etcd` (compared with etcd + etcdctl) and, ignored, `etcd_twice`.
 
-use oxcd_process_tests::cluster::{Transcript, sorted_lines};
+use oxcd_process_tests::cluster::{sorted_lines, Transcript};
 use oxcd_process_tests::ctl::Ctl;
 use oxcd_process_tests::member::Kind;
 use oxcd_process_tests::reconfig::{
-    Reconf, copy_dir, excerpt, flag_value, phrases_found, with_flag,
+    copy_dir, excerpt, flag_value, phrases_found, with_flag, Reconf,
 };
 use oxcd_process_tests::reconfig_tests;
 

@@ -33,10 +33,10 @@ use serde_json::Value;
 
 use crate::b64;
 use crate::cluster::{
-    Cluster, ELECTION_MS, HEARTBEAT_MS, Transcript, canon_json, canon_table, check_transcripts,
-    shown, sorted_lines, status_summary,
+    canon_json, canon_table, check_transcripts, shown, sorted_lines, status_summary, Cluster,
+    Transcript, ELECTION_MS, HEARTBEAT_MS,
 };
-use crate::ctl::{Ctl, Output, ctl};
+use crate::ctl::{ctl, Ctl, Output};
 use crate::member::{Kind, READY_TIMEOUT};
 use crate::normalize::Norm;
 use crate::scenario::clip;
@@ -887,9 +887,7 @@ mod tests {
         let (id, ic) = parse_member_add(out).unwrap();
         assert_eq!(id, 0x31fb0a6b5b0ca196);
         assert_eq!(ic, "m4=http://127.0.0.1:4,m1=http://127.0.0.1:1");
-        assert!(
-            canon_initial_cluster(out)
-                .contains("ETCD_INITIAL_CLUSTER=\"m1=http://127.0.0.1:1,m4=http://127.0.0.1:4\"")
-        );
+        assert!(canon_initial_cluster(out)
+            .contains("ETCD_INITIAL_CLUSTER=\"m1=http://127.0.0.1:1,m4=http://127.0.0.1:4\""));
     }
 }
