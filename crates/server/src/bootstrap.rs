@@ -74,9 +74,9 @@ pub fn join_existing(cfg: &Config) -> anyhow::Result<ClusterInfo> {
     Ok(info)
 }
 
-/// Pairs the existing members with the flags' members, both sorted by peer URLs (etcd's
-/// `ValidateClusterAndAssignIDs`); returns the flags' names with the existing IDs, or why the
-/// flags do not describe the same cluster.
+/// Matches every existing member (in ID order) with a member of the flags that has the same
+/// peer URLs (etcd's `ValidateClusterAndAssignIDs`); returns the flags' names with the existing
+/// IDs, or why the flags do not describe the same cluster, in etcd 3.4's words.
 fn validate_join(
     local: &ClusterInfo,
     existing: &ClusterInfo,
@@ -84,32 +84,37 @@ fn validate_join(
     if local.members.len() != existing.members.len() {
         return Err("member count is unequal".to_string());
     }
-    fn by_urls(c: &ClusterInfo) -> Vec<(Vec<String>, &crate::membership::Member)> {
-        let mut v: Vec<(Vec<String>, &crate::membership::Member)> = c
+    let sorted = |urls: &[String]| {
+        let mut u = urls.to_vec();
+        u.sort();
+        u
+    };
+    let mut existing_members = existing.members.clone();
+    existing_members.sort_by_key(|m| m.id);
+    let mut assigned = Vec::new();
+    for em in &existing_members {
+        let want = sorted(&em.peer_urls);
+        match local
             .members
             .iter()
-            .map(|m| {
-                let mut u = m.peer_urls.clone();
-                u.sort();
-                (u, m)
-            })
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    }
-    let mut assigned = Vec::new();
-    for ((eu, em), (lu, lm)) in by_urls(existing).into_iter().zip(by_urls(local)) {
-        if eu != lu {
-            let q = |u: &[String]| format!("{:?}", u.join(","));
-            return Err(format!(
-                "unmatched member while checking PeerURLs ({}(resolved from {}) != {}(resolved from {}))",
-                q(&eu),
-                q(&eu),
-                q(&lu),
-                q(&lu)
-            ));
+            .find(|lm| sorted(&lm.peer_urls) == want)
+        {
+            Some(lm) => assigned.push((lm.name.clone(), em.id)),
+            None => {
+                let last = local
+                    .members
+                    .last()
+                    .map(|m| sorted(&m.peer_urls))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "PeerURLs: no match found for existing member ({:x}, [{}]), last resolver error (resolved urls: {:?} != {:?})",
+                    em.id,
+                    em.peer_urls.join(" "),
+                    want.join(","),
+                    last.join(",")
+                ));
+            }
         }
-        assigned.push((lm.name.clone(), em.id));
     }
     Ok(assigned)
 }

@@ -61,6 +61,17 @@ pub fn parse_hex_u64(s: &str) -> std::result::Result<u64, String> {
         .map_err(|_| format!("strconv.ParseUint: parsing {q}: value out of range"))
 }
 
+/// The client library checks peer URLs before sending, as etcd's clientv3 does
+/// (`types.NewURLs`), and fails with the parser's words.
+fn check_peer_urls(urls: &[String]) -> Result<()> {
+    for u in urls {
+        if let Err(e) = oxcd_server::config::Url::parse(u) {
+            return Err(CtlError::new(crate::error::EXIT_ERROR, format!("{e:#}")));
+        }
+    }
+    Ok(())
+}
+
 async fn add(g: &GlobalArgs, a: &MemberAddArgs) -> Result<()> {
     if a.args.len() != 1 {
         return Err(CtlError::new(EXIT_BAD_ARGS, "member name not provided"));
@@ -73,6 +84,7 @@ async fn add(g: &GlobalArgs, a: &MemberAddArgs) -> Result<()> {
     }
     let name = a.args[0].clone();
     let urls: Vec<String> = a.peer_urls.split(',').map(String::from).collect();
+    check_peer_urls(&urls)?;
     let (c, d) = super::client(g).await?;
     let resp = c
         .member_add(MemberAddRequest {
@@ -141,6 +153,7 @@ async fn update(g: &GlobalArgs, a: &MemberUpdateArgs) -> Result<()> {
         ));
     }
     let urls: Vec<String> = a.peer_urls.split(',').map(String::from).collect();
+    check_peer_urls(&urls)?;
     let (c, d) = super::client(g).await?;
     let resp = c
         .member_update(MemberUpdateRequest {
