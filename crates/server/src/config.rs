@@ -112,6 +112,24 @@ pub struct Flags {
     #[arg(long, default_value = "128", value_parser = go_u32)]
     pub max_txn_ops: u32,
 
+    /// Maximum concurrent streams that each client can open at a time.
+    #[arg(long, default_value = "4294967295", value_parser = strconv_u32)]
+    pub max_concurrent_streams: u32,
+
+    /// Auto compaction retention length. 0 means disable auto compaction.
+    #[arg(long, default_value = "0")]
+    pub auto_compaction_retention: String,
+
+    /// Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration
+    /// based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision'
+    /// for revision number based retention.
+    #[arg(long, default_value = "periodic")]
+    pub auto_compaction_mode: String,
+
+    /// Maximum revisions deleted in each compaction batch.
+    #[arg(long, default_value = "1000", value_parser = go_int)]
+    pub experimental_compaction_batch_limit: i64,
+
     /// Duration of periodic watch progress notifications (e.g. "10m", "500ms").
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub experimental_watch_progress_notify_interval: std::time::Duration,
@@ -184,6 +202,14 @@ pub struct Config {
     pub quota_backend_bytes: i64,
     pub max_request_bytes: u32,
     pub max_txn_ops: u32,
+    /// --max-concurrent-streams: HTTP/2 streams per client connection.
+    pub max_concurrent_streams: u32,
+    /// --auto-compaction-mode and --auto-compaction-retention as given; the retention is parsed
+    /// (with etcd's start-up error) by `compactor::AutoCompaction::parse`.
+    pub auto_compaction_mode: String,
+    pub auto_compaction_retention: String,
+    /// --experimental-compaction-batch-limit: rows deleted per compaction batch (<= 0: 1000).
+    pub compaction_batch_limit: usize,
     pub log_level: String,
     pub log_outputs: Vec<String>,
     pub watch_progress_notify_interval: std::time::Duration,
@@ -542,6 +568,17 @@ fn go_u32(s: &str) -> Result<u32, ValueError> {
     u32::try_from(go_uint(s)?).map_err(|_| ValueError::new("value out of range"))
 }
 
+/// A 32-bit unsigned flag of etcd's own type (`strconv.ParseUint(s, 0, 32)`), whose errors carry
+/// strconv's text.
+fn strconv_u32(s: &str) -> Result<u32, ValueError> {
+    let err = |what: &str| ValueError::new(format!("strconv.ParseUint: parsing {s:?}: {what}"));
+    match go_uint(s) {
+        Ok(n) => u32::try_from(n).map_err(|_| err("value out of range")),
+        Err(e) if e.reason == "value out of range" => Err(err("value out of range")),
+        Err(_) => Err(err("invalid syntax")),
+    }
+}
+
 /// Durations as etcd's flags take them ("10m", "1h30m", "250ms").
 fn parse_duration(s: &str) -> Result<std::time::Duration, ValueError> {
     humantime::parse_duration(s).map_err(|_| ValueError::parse())
@@ -649,6 +686,9 @@ impl Config {
                 f.logger
             );
         }
+        if let Some(msg) = crate::compactor::check_mode(&f.auto_compaction_mode) {
+            bail!("{msg}");
+        }
         if f.max_txn_ops == 0 {
             bail!("--max-txn-ops must be greater than 0");
         }
@@ -679,6 +719,13 @@ impl Config {
             quota_backend_bytes: f.quota_backend_bytes,
             max_request_bytes: f.max_request_bytes,
             max_txn_ops: f.max_txn_ops,
+            max_concurrent_streams: f.max_concurrent_streams,
+            auto_compaction_mode: f.auto_compaction_mode,
+            auto_compaction_retention: f.auto_compaction_retention,
+            compaction_batch_limit: usize::try_from(f.experimental_compaction_batch_limit)
+                .ok()
+                .filter(|n| *n > 0)
+                .unwrap_or(1000),
             log_level: f.log_level,
             log_outputs: split_list(&f.log_outputs),
             watch_progress_notify_interval: f.experimental_watch_progress_notify_interval,

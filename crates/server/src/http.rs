@@ -97,10 +97,20 @@ pub async fn bind(url: &Url) -> anyhow::Result<tokio::net::TcpListener> {
         .map_err(|e| anyhow::anyhow!("listen tcp {addr}: {e}"))
 }
 
-/// Serves one client listener until it fails. HTTP/1.1 and h2c share the port; HTTP/2 allows as
-/// many concurrent streams as the client opens, as etcd's gRPC server does, so one connection can
-/// carry thousands of watches.
-pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> std::io::Result<()> {
+/// Serves one client listener until it fails. HTTP/1.1 and h2c share the port; an HTTP/2
+/// connection may carry `max_streams` concurrent streams (`--max-concurrent-streams`, advertised
+/// in SETTINGS; 0 means unlimited, as in grpc-go), by default as many as the client opens, so one
+/// connection can carry thousands of watches.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    max_streams: u32,
+) -> std::io::Result<()> {
+    let max_streams = if max_streams == 0 {
+        u32::MAX
+    } else {
+        max_streams
+    };
     loop {
         let (tcp, _) = match listener.accept().await {
             Ok(c) => c,
@@ -116,7 +126,7 @@ pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> std:
         let svc = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
             let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder.http2().max_concurrent_streams(u32::MAX);
+            builder.http2().max_concurrent_streams(max_streams);
             if let Err(e) = builder
                 // etcdctl 3.4 sends `:authority: http://host:port`, which h2 rejects.
                 .serve_connection_with_upgrades(TokioIo::new(AuthorityFix::new(tcp)), svc)

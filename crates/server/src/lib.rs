@@ -7,6 +7,7 @@ pub mod apply;
 pub mod apply_conf;
 pub mod backup;
 pub mod bootstrap;
+pub mod compactor;
 pub mod config;
 pub mod error;
 pub mod grpc;

@@ -77,21 +77,38 @@ fn main() {
     let cfg = Config::from_flags(flags)
         .unwrap_or_else(|e| exit_with(&FlagError::Verify(format!("{e:#}"))));
     init_logging(&cfg);
+    // etcd parses the retention when it starts the server, after the flags were verified.
+    let auto_compaction = oxcd_server::compactor::AutoCompaction::parse(
+        &cfg.auto_compaction_mode,
+        &cfg.auto_compaction_retention,
+    )
+    .unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(1)
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    if let Err(e) = rt.block_on(run(cfg)) {
+    if let Err(e) = rt.block_on(run(cfg, auto_compaction)) {
         tracing::error!("{e:#}");
         eprintln!("oxcd: {e:#}");
         std::process::exit(1);
     }
 }
 
-async fn run(cfg: Config) -> anyhow::Result<()> {
+async fn run(
+    cfg: Config,
+    auto_compaction: Option<oxcd_server::compactor::AutoCompaction>,
+) -> anyhow::Result<()> {
+    let retention = auto_compaction.map_or_else(|| "0s".to_string(), |a| a.retention_string());
     tracing::info!(
         name = %cfg.name,
         data_dir = %cfg.data_dir.display(),
+        "max-concurrent-streams" = cfg.max_concurrent_streams,
+        "auto-compaction-mode" = %cfg.auto_compaction_mode,
+        "auto-compaction-retention" = %retention,
+        "auto-compaction-interval" = %retention,
         "starting an etcd server"
     );
     let mut listeners = Vec::new();
@@ -102,6 +119,12 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let server = tokio::task::spawn_blocking(move || EtcdServer::start(cfg)).await??;
     server.serve_peers().await?;
     oxcd_server::lease::spawn_expiry_loop(server.clone());
+    server
+        .store
+        .start_compactor(server.cfg.compaction_batch_limit);
+    if let Some(ac) = auto_compaction {
+        oxcd_server::compactor::spawn(&server, ac);
+    }
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
 
     // Like etcd, answer clients only once this member's attributes are applied: connections
@@ -116,8 +139,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     for (listener, url) in listeners.into_iter().zip(urls) {
         tracing::info!(address = %url.raw, "serving client traffic insecurely; this is strongly discouraged!");
         let server = server.clone();
+        let max_streams = server.cfg.max_concurrent_streams;
         tasks.spawn(async move {
-            oxcd_server::http::serve(listener, oxcd_server::http::router(server)).await
+            let app = oxcd_server::http::router(server);
+            oxcd_server::http::serve(listener, app, max_streams).await
         });
     }
     tracing::info!("ready to serve client requests");

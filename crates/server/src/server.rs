@@ -341,7 +341,7 @@ impl EtcdServer {
             let raw = url.raw.clone();
             tracing::info!(address = %raw, "serving peer traffic");
             tokio::spawn(async move {
-                if let Err(e) = crate::http::serve(listener, app).await {
+                if let Err(e) = crate::http::serve(listener, app, 0).await {
                     tracing::error!(address = %raw, "peer listener failed: {e}");
                 }
             });

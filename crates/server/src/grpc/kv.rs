@@ -244,12 +244,19 @@ impl Kv for KvService {
         req: GrpcRequest<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         let r = req.into_inner();
+        let (rev, physical) = (r.revision, r.physical);
         let ir = InternalRaftRequest {
             compaction: Some(r),
             ..Default::default()
         };
         match self.server.propose(ir).await? {
-            ApplyResponse::Compaction(p) => Ok(Response::new(p)),
+            ApplyResponse::Compaction(p) => {
+                // `physical`: answer once the compacted rows are gone from this member's backend.
+                if physical {
+                    self.server.store.wait_compacted(rev).await;
+                }
+                Ok(Response::new(p))
+            }
             other => Err(unexpected(other)),
         }
     }

@@ -23,12 +23,13 @@ use prost::Message;
 use redb::{Database, Durability, Table, WriteTransaction};
 
 use super::codec::LeaseRecord;
+use super::compaction::{self, CompactJob};
 use super::key_index::KeyRange;
 use super::range::{self, read_kv};
 use super::revision::Revision;
 use super::store::{
-    MvccStore, KEY_TABLE, LEASE_TABLE, META_CONSISTENT_INDEX, META_FINISHED_COMPACT,
-    META_SCHEDULED_COMPACT, META_TABLE, META_TERM,
+    MvccStore, KEY_TABLE, LEASE_TABLE, META_CONSISTENT_INDEX, META_SCHEDULED_COMPACT, META_TABLE,
+    META_TERM,
 };
 use super::txn;
 use crate::error::{EtcdError, Result};
@@ -245,6 +246,10 @@ pub struct WriteBatch<'a> {
     db: Arc<Database>,
     st: BatchState,
     consistent: Option<(u64, u64)>,
+    /// Compactions applied by this batch whose rows the compactor deletes after the commit.
+    compact_jobs: Vec<CompactJob>,
+    /// A compaction this batch finished inline (no compactor running).
+    finished_compact: Option<i64>,
     poisoned: bool,
     committed: bool,
     _writer: MutexGuard<'a, ()>,
@@ -274,6 +279,8 @@ impl<'a> WriteBatch<'a> {
                 dirty: false,
             },
             consistent: None,
+            compact_jobs: Vec::new(),
+            finished_compact: None,
             poisoned: false,
             committed: false,
             _writer: writer,
@@ -404,24 +411,32 @@ impl<'a> WriteBatch<'a> {
                 break;
             }
         }
+        tracing::info!(revision = rev, "compact tree index");
+        let background = store.compactions.background();
         let r = (|| -> Result<()> {
             let txn = self.txn.as_ref().ok_or_else(no_txn)?;
-            let mut table = txn.open_table(KEY_TABLE)?;
-            for r in &removed {
-                if r.tombstone {
-                    table.remove(&r.rev.to_tombstone_bytes()[..])?;
-                } else {
-                    table.remove(&r.rev.to_bytes()[..])?;
-                }
-            }
-            let mut meta = txn.open_table(META_TABLE)?;
             let b = Revision::new(rev, 0).to_bytes();
-            meta.insert(META_SCHEDULED_COMPACT, &b[..])?;
-            meta.insert(META_FINISHED_COMPACT, &b[..])?;
+            txn.open_table(META_TABLE)?
+                .insert(META_SCHEDULED_COMPACT, &b[..])?;
+            if !background {
+                let start = std::time::Instant::now();
+                compaction::delete_rows(txn, &removed)?;
+                compaction::put_finished(txn, rev)?;
+                tracing::info!(
+                    "compact-revision" = rev,
+                    took = %crate::compactor::go_duration_string(start.elapsed().as_nanos() as i64),
+                    "finished scheduled compaction"
+                );
+            }
             Ok(())
         })();
         if r.is_err() {
             self.poisoned = true;
+        } else if background {
+            // Handed to the compactor once this batch commits.
+            self.compact_jobs.push(CompactJob::new(rev, removed));
+        } else {
+            self.finished_compact = Some(rev);
         }
         r
     }
@@ -481,6 +496,13 @@ impl<'a> WriteBatch<'a> {
         if let Some((index, term)) = self.consistent {
             s.consistent_index.store(index, Ordering::Release);
             s.consistent_term.store(term, Ordering::Release);
+        }
+        if let Some(rev) = self.finished_compact {
+            s.compactions.set_finished(rev);
+        }
+        if !self.compact_jobs.is_empty() {
+            s.compactions
+                .enqueue(std::mem::take(&mut self.compact_jobs));
         }
         Ok(std::mem::take(&mut self.st.events))
     }

@@ -9,6 +9,7 @@
 
 mod batch;
 mod codec;
+mod compaction;
 mod compare;
 mod hash;
 pub mod key_index;

@@ -23,6 +23,7 @@ use redb::{
 };
 
 use super::codec::{parse_kv, LeaseRecord};
+use super::compaction::{CompactJob, Compactions};
 use super::hash::Crc32c;
 use super::key_index::{KeyIndexTree, KeyRange};
 use super::range::{self, read_kv};
@@ -44,8 +45,8 @@ pub(super) const META_FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
 pub struct MvccStore {
     /// Replaced as a whole when a raft snapshot is installed. Whoever begins a transaction keeps
     /// its `Arc` alive until the transaction ends (see [`MvccStore::db`]).
-    db: RwLock<Arc<Database>>,
-    path: PathBuf,
+    pub(super) db: RwLock<Arc<Database>>,
+    pub(super) path: PathBuf,
     pub(super) index: RwLock<KeyIndexTree>,
     /// Highest revision readers may see (published after its commit).
     pub(super) current_rev: AtomicI64,
@@ -55,6 +56,8 @@ pub struct MvccStore {
     pub(super) consistent_term: AtomicU64,
     /// Held by the one live WriteBatch.
     pub(super) writer: Mutex<()>,
+    /// Compactions whose rows are still being deleted (see `compaction`).
+    pub(super) compactions: Arc<Compactions>,
 }
 
 /// Everything rebuilt from disk at open (and after a failed batch).
@@ -62,7 +65,10 @@ struct Loaded {
     index: KeyIndexTree,
     current_rev: i64,
     compact_rev: i64,
-    scheduled_compact: i64,
+    /// finishedCompactRev: every row of compactions up to it is deleted.
+    finished_compact: i64,
+    /// A compaction scheduled but not finished: the index is compacted, the rows remain.
+    pending: Option<CompactJob>,
     consistent_index: u64,
     term: u64,
 }
@@ -108,14 +114,11 @@ impl MvccStore {
             consistent_index: AtomicU64::new(l.consistent_index),
             consistent_term: AtomicU64::new(l.term),
             writer: Mutex::new(()),
+            compactions: Arc::new(Compactions::new(l.finished_compact)),
         };
-        // A compaction scheduled but not finished (only possible in a converted etcd file: ours
-        // compact atomically) is finished now, as etcd does at restore.
-        if l.scheduled_compact > l.compact_rev.max(0) && l.scheduled_compact <= l.current_rev {
-            let mut b = store.write()?;
-            b.compact(l.scheduled_compact)?;
-            b.commit(true)?;
-        }
+        // A compaction scheduled but not finished (a crash, or a snapshot, mid-way) goes on once
+        // the compactor starts; its revisions are already out of the index.
+        store.compactions.enqueue(l.pending);
         Ok(store)
     }
 
@@ -125,7 +128,8 @@ impl MvccStore {
         let meta = txn.open_table(META_TABLE)?;
         let get =
             |k: &[u8]| -> Result<Option<Vec<u8>>> { Ok(meta.get(k)?.map(|g| g.value().to_vec())) };
-        let compact_rev = rev_meta(get(META_FINISHED_COMPACT)?.as_deref());
+        let finished_compact = rev_meta(get(META_FINISHED_COMPACT)?.as_deref());
+        let mut compact_rev = finished_compact;
         let scheduled_compact = rev_meta(get(META_SCHEDULED_COMPACT)?.as_deref());
         let consistent_index = u64_meta(get(META_CONSISTENT_INDEX)?.as_deref());
         let term = u64_meta(get(META_TERM)?.as_deref());
@@ -145,11 +149,21 @@ impl MvccStore {
         }
         // Compaction may have removed every row up to it: the revision is then at least that.
         current_rev = current_rev.max(compact_rev);
+        // etcd's restore: a compaction scheduled but not finished is redone (index now, rows by
+        // the compactor).
+        let mut pending = None;
+        if scheduled_compact > compact_rev && scheduled_compact <= current_rev {
+            let mut removed = Vec::new();
+            index.compact_chunk(scheduled_compact, None, usize::MAX, &mut removed);
+            compact_rev = scheduled_compact;
+            pending = Some(CompactJob::new(scheduled_compact, removed));
+        }
         Ok(Loaded {
             index,
             current_rev,
             compact_rev,
-            scheduled_compact,
+            finished_compact,
+            pending,
             consistent_index,
             term,
         })
@@ -166,6 +180,7 @@ impl MvccStore {
         self.consistent_index
             .store(l.consistent_index, Ordering::Release);
         self.consistent_term.store(l.term, Ordering::Release);
+        self.compactions.reset(l.finished_compact, l.pending);
         Ok(())
     }
 
@@ -250,14 +265,15 @@ impl MvccStore {
         to_rev: i64,
         limit: usize,
     ) -> Result<Vec<Event>> {
-        let (_db, txn, to_rev) = {
+        let (_db, txn, to_rev, compact) = {
             let _idx = self.index.read();
-            if from_rev < self.compact_raw() {
+            let compact = self.compact_raw();
+            if from_rev < compact {
                 return Err(EtcdError::Compacted);
             }
             let db = self.db();
             let txn = db.begin_read()?;
-            (db, txn, to_rev.min(self.current_revision()))
+            (db, txn, to_rev.min(self.current_revision()), compact)
         };
         let mut events = Vec::new();
         if from_rev > to_rev {
@@ -274,6 +290,11 @@ impl MvccStore {
             let Some(rev) = Revision::from_bytes(k) else {
                 continue;
             };
+            // A tombstone at the compacted revision is compacted away; its row may not be
+            // deleted yet (compaction deletes rows in the background).
+            if rev.main <= compact && is_tombstone(k) {
+                continue;
+            }
             let kv = parse_kv(v.value())?;
             if !range.contains(kv.key) {
                 continue;
@@ -503,6 +524,8 @@ impl MvccStore {
             self.consistent_index
                 .store(l.consistent_index, Ordering::Release);
             self.consistent_term.store(l.term, Ordering::Release);
+            // Jobs of the old database are moot; the snapshot's own unfinished one goes on.
+            self.compactions.reset(l.finished_compact, l.pending);
             old
         };
         // Closed here, or by the last reader still in a transaction on it.
@@ -554,6 +577,15 @@ impl MvccStore {
                 keep.insert(r);
             }
         });
+        // With an empty keep set etcd hashes every row still in the table, so rows a compaction
+        // has yet to delete would make members that are at different points of their deletion
+        // disagree: leave them out, as they are once the compaction has finished. Read before
+        // the snapshot: a job gone from the queue has committed its deletes.
+        let pending = if keep_len == 0 {
+            self.compactions.pending_revs()
+        } else {
+            Default::default()
+        };
         let db = self.db();
         let txn = db.begin_read()?;
         drop(idx);
@@ -568,6 +600,9 @@ impl MvccStore {
                 continue;
             };
             if r.main <= compact && keep_len > 0 && !keep.contains(&r) {
+                continue;
+            }
+            if r.main <= compact && pending.contains(&r) {
                 continue;
             }
             h.update(k);
