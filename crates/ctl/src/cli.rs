@@ -229,6 +229,12 @@ pub enum Command {
     },
     /// Defragments the storage of the etcd members with given endpoints
     Defrag(DefragArgs),
+    /// commands for checking properties of the etcd cluster
+    #[command(override_usage = "oxctl check <subcommand>")]
+    Check {
+        #[command(subcommand)]
+        cmd: CheckCmd,
+    },
     /// Manages etcd node snapshots
     Snapshot {
         #[command(subcommand)]
@@ -562,6 +568,55 @@ pub struct DefragArgs {
     pub cluster: bool,
     #[arg(hide = true)]
     pub args: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CheckCmd {
+    /// Check the performance of the etcd cluster
+    #[command(override_usage = "oxctl check perf [options]")]
+    Perf(CheckPerfArgs),
+    /// Check the memory usage of holding data for different workloads on a given server endpoint.
+    #[command(
+        override_usage = "oxctl check datascale [options]",
+        long_about = "If no endpoint is provided, localhost will be used. If multiple endpoints are provided, first endpoint will be used."
+    )]
+    Datascale(CheckDatascaleArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckPerfArgs {
+    /// The performance check's workload model. Accepted workloads: s(small), m(medium), l(large), xl(xLarge)
+    #[arg(long, default_value = "s")]
+    pub load: String,
+    /// The prefix for writing the performance check's keys.
+    #[arg(long, default_value = "/etcdctl-check-perf/")]
+    pub prefix: String,
+    /// Compact storage with last revision after test is finished.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub auto_compact: bool,
+    /// Defragment storage after test is finished.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub auto_defrag: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckDatascaleArgs {
+    /// The datascale check's workload model. Accepted workloads: s(small), m(medium), l(large), xl(xLarge)
+    #[arg(long, default_value = "s")]
+    pub load: String,
+    /// The prefix for writing the datascale check's keys.
+    #[arg(long, default_value = "/etcdctl-check-datascale/")]
+    pub prefix: String,
+    /// Compact storage with last revision after test is finished.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub auto_compact: bool,
+    /// Defragment storage after test is finished.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub auto_defrag: bool,
 }
 
 #[derive(Subcommand, Debug)]

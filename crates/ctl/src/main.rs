@@ -37,6 +37,7 @@ async fn dispatch(cli: &Cli) -> Result<()> {
         Command::Member { cmd } => cmd::member::run(g, cmd).await,
         Command::Alarm { cmd } => cmd::alarm::run(g, cmd).await,
         Command::Defrag(a) => cmd::defrag::run(g, a).await,
+        Command::Check { cmd } => cmd::check::run(g, cmd).await,
         Command::Snapshot { cmd } => cmd::snapshot::run(g, cmd, command_timeout_set()).await,
         Command::Auth { cmd } => cmd::auth::run(g, cmd).await,
         Command::User { cmd } => cmd::user::run(g, cmd).await,

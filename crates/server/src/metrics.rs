@@ -116,8 +116,40 @@ pub static SERVER_VERSION: LazyLock<GaugeVec> = LazyLock::new(|| {
 /// etcd's default backend quota when --quota-backend-bytes is 0.
 const DEFAULT_QUOTA_BYTES: i64 = 2 * 1024 * 1024 * 1024;
 
+gauge!(
+    PROCESS_RESIDENT_MEMORY,
+    "process_resident_memory_bytes",
+    "Resident memory size in bytes."
+);
+gauge!(
+    PROCESS_VIRTUAL_MEMORY,
+    "process_virtual_memory_bytes",
+    "Virtual memory size in bytes."
+);
+
+/// VmRSS and VmSize of this process in bytes, from /proc (Linux), as Go's process collector
+/// reports them (`etcdctl check datascale` reads the first).
+fn process_memory() -> Option<(i64, i64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = |field: &str| -> Option<i64> {
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        let n: i64 = line[field.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(n * 1024)
+    };
+    Some((kb("VmRSS:")?, kb("VmSize:")?))
+}
+
 /// Refreshes the gauges that mirror server state, just before a scrape.
 pub fn refresh(server: &EtcdServer) {
+    if let Some((rss, vsz)) = process_memory() {
+        PROCESS_RESIDENT_MEMORY.set(rss);
+        PROCESS_VIRTUAL_MEMORY.set(vsz);
+    }
     HAS_LEADER.set((server.raft.leader() != 0) as i64);
     IS_LEADER.set(server.is_leader() as i64);
     PROPOSALS_COMMITTED.set(server.raft.commit_index() as i64);
