@@ -52,6 +52,8 @@ pub struct Applier {
     /// --max-snapshots: snapshot files kept on disk.
     pub max_snapshots: usize,
     pub conf: crate::apply_conf::ConfApplier,
+    /// The alarm set and the quota checked when applying writes.
+    pub alarms: Arc<crate::alarm::Alarms>,
 }
 
 struct Progress {
@@ -146,6 +148,7 @@ impl Applier {
         }
         let mut batch = self.store.write()?;
         let mut replies = Vec::new();
+        let mut held = Vec::new();
         for e in &entries {
             if e.index <= already {
                 continue;
@@ -168,7 +171,22 @@ impl Applier {
                         }
                     };
                     let id = req.header.as_ref().map(|h| h.id).unwrap_or(req.id);
-                    replies.push((id, self.apply_request(&mut batch, req)));
+                    let reply = self.apply_request(&mut batch, req);
+                    if matches!(reply, Err(EtcdError::NoSpace)) && !self.alarms.nospace() {
+                        // Over the quota when applied: answered once this member's NOSPACE
+                        // alarm is proposed, as etcd does.
+                        tracing::warn!(
+                            "quota-size-bytes" = self.alarms.quota().max_bytes().unwrap_or(0),
+                            "quota-size" = %crate::quota::human_bytes(
+                                self.alarms.quota().max_bytes().unwrap_or(0)
+                            ),
+                            error = "etcdserver: no space",
+                            "message exceeded backend quota; raising alarm"
+                        );
+                        held.push(crate::alarm::HeldReply { id, reply });
+                        continue;
+                    }
+                    replies.push((id, reply));
                 }
                 EntryType::EntryConfChange => {
                     let cc = match raft::eraftpb::ConfChange::parse_from_bytes(&e.data) {
@@ -203,6 +221,9 @@ impl Applier {
         }
         for (id, reply) in replies {
             self.waiters.complete(id, reply);
+        }
+        for h in held {
+            self.alarms.hold(h, &self.waiters);
         }
         self.publish_applied(last_index);
         Ok(())
@@ -260,6 +281,7 @@ impl Applier {
         self.lessor
             .recover(self.store.leases()?, self.store.keys_with_lease()?);
         self.membership.replace(info);
+        self.alarms.reload(&self.store)?;
         self.conf.after_snapshot();
         self.watch_hub.resync();
         progress.dirty = false;
@@ -292,17 +314,54 @@ impl Applier {
         }
     }
 
+    /// What an active alarm refuses (etcd's corrupt and capped appliers): CORRUPT every write,
+    /// compaction and lease change; NOSPACE puts, txns whose puts cost something, lease grants.
+    fn check_alarms(&self, req: &InternalRaftRequest) -> Result<()> {
+        if self.alarms.corrupt()
+            && (req.put.is_some()
+                || req.delete_range.is_some()
+                || req.txn.is_some()
+                || req.compaction.is_some()
+                || req.lease_grant.is_some()
+                || req.lease_revoke.is_some())
+        {
+            return Err(EtcdError::Corrupt);
+        }
+        if self.alarms.nospace()
+            && (req.put.is_some()
+                || req.lease_grant.is_some()
+                || req
+                    .txn
+                    .as_ref()
+                    .is_some_and(|t| crate::quota::txn_cost(t) > 0))
+        {
+            return Err(EtcdError::NoSpace);
+        }
+        Ok(())
+    }
+
     fn apply_request(
         &self,
         batch: &mut WriteBatch<'_>,
         req: InternalRaftRequest,
     ) -> Result<ApplyResponse> {
+        if let Some(r) = req.alarm {
+            return Ok(ApplyResponse::Alarm(self.alarms.apply(batch, &r)?));
+        }
+        self.check_alarms(&req)?;
+        // etcd's quota applier: a write over the quota is applied, but answered with NoSpace.
+        let quota = self.alarms.quota();
+        let fits = |cost: usize| quota.available(self.store.db_size(), cost);
         let lessor = &self.lessor;
         let lease_exists = |id: i64| lessor.exists(id);
         let mark = batch.events().len();
         if let Some(r) = req.put {
+            let fits = fits(crate::quota::put_cost(&r));
             let mut resp = batch.put(&r, &lease_exists)?;
             self.track_leases(batch, mark);
+            if !fits {
+                return Err(EtcdError::NoSpace);
+            }
             resp.header = Some(self.header(batch.revision()));
             return Ok(ApplyResponse::Put(resp));
         }
@@ -313,8 +372,12 @@ impl Applier {
             return Ok(ApplyResponse::DeleteRange(resp));
         }
         if let Some(r) = req.txn {
+            let fits = fits(crate::quota::txn_cost(&r));
             let mut resp = batch.txn(&r, &lease_exists)?;
             self.track_leases(batch, mark);
+            if !fits {
+                return Err(EtcdError::NoSpace);
+            }
             resp.header = Some(self.header(batch.revision()));
             return Ok(ApplyResponse::Txn(resp));
         }
@@ -325,8 +388,12 @@ impl Applier {
             }));
         }
         if let Some(r) = req.lease_grant {
+            let fits = fits(crate::quota::lease_grant_cost());
             let ttl = self.lessor.grant(r.id, r.ttl)?;
             batch.put_lease(r.id, ttl)?;
+            if !fits {
+                return Err(EtcdError::NoSpace);
+            }
             return Ok(ApplyResponse::LeaseGrant(LeaseGrantResponse {
                 header: Some(self.header(batch.revision())),
                 id: r.id,

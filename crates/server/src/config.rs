@@ -164,6 +164,23 @@ pub struct Flags {
     #[arg(long, default_value = "1", value_parser = go_int)]
     pub experimental_max_learners: i64,
 
+    /// Enable to check data corruption before serving any client/peer traffic.
+    #[arg(
+        long,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_name = "BOOL",
+        value_parser = go_bool
+    )]
+    pub experimental_initial_corrupt_check: bool,
+
+    /// Duration of time between cluster corruption check passes.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub experimental_corrupt_check_time: std::time::Duration,
+
     /// Log level: debug, info, warn, error, panic, or fatal.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -219,6 +236,12 @@ pub struct Config {
     pub force_new_cluster: bool,
     /// --experimental-max-learners.
     pub max_learners: usize,
+    /// --experimental-initial-corrupt-check: compare this member's hash with its peers' before
+    /// serving (restarts only).
+    pub initial_corrupt_check: bool,
+    /// --experimental-corrupt-check-time: how often the leader compares every member's hash;
+    /// zero disables it.
+    pub corrupt_check_time: std::time::Duration,
 }
 
 /// A listen URL split into what the listener needs.
@@ -732,6 +755,8 @@ impl Config {
             strict_reconfig_check: f.strict_reconfig_check,
             force_new_cluster: f.force_new_cluster,
             max_learners: usize::try_from(f.experimental_max_learners).unwrap_or(1),
+            initial_corrupt_check: f.experimental_initial_corrupt_check,
+            corrupt_check_time: f.experimental_corrupt_check_time,
         })
     }
 

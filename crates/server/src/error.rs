@@ -27,6 +27,9 @@ pub enum EtcdError {
     FutureRev,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    /// A CORRUPT alarm is active: the cluster refuses writes.
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
     #[error("etcdserver: lease already exists")]
@@ -88,6 +91,7 @@ impl EtcdError {
             | RequestTooLarge => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
+            Corrupt => Code::DataLoss,
             LeaseNotFound | MemberNotFound => Code::NotFound,
             LeaseExist | NotLeader | AuthNotEnabled | MemberExist | PeerUrlExist
             | MemberNotLearner | LearnerNotReady | TooManyLearners | BadLeaderTransferee => {
@@ -127,6 +131,8 @@ impl EtcdError {
             Stopped,
             UnhealthyCluster,
             DeadlineExceeded,
+            NoSpace,
+            Corrupt,
         ];
         known
             .into_iter()

@@ -44,7 +44,13 @@ async fn not_found(req: axum::extract::Request) -> axum::response::Response {
 }
 
 async fn health(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
-    let healthy = server.raft.leader() != 0
+    // As etcd 3.4: any active alarm makes the member unhealthy.
+    let alarms = server.alarms.get(0);
+    for a in &alarms {
+        tracing::warn!(alarm = %crate::alarm::alarm_text(a), "/health error due to an alarm");
+    }
+    let healthy = alarms.is_empty()
+        && server.raft.leader() != 0
         && matches!(
             tokio::time::timeout(HEALTH_TIMEOUT, server.read_index()).await,
             Ok(Ok(()))

@@ -3,12 +3,14 @@
 //! Request flow: gRPC service (`grpc`) validates -> `server::EtcdServer::propose` -> raft node
 //! (`raft`) -> committed entries -> `apply` -> `mvcc` / `lease` -> waiter woken, watchers notified.
 
+pub mod alarm;
 pub mod apply;
 pub mod apply_conf;
 pub mod backup;
 pub mod bootstrap;
 pub mod compactor;
 pub mod config;
+pub mod corrupt;
 pub mod error;
 pub mod grpc;
 pub mod h2_authority;
@@ -17,6 +19,7 @@ pub mod lease;
 pub mod membership;
 pub mod metrics;
 pub mod mvcc;
+pub mod quota;
 pub mod raft;
 pub mod reconfig;
 pub mod server;

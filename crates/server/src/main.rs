@@ -119,6 +119,7 @@ async fn run(
     let server = tokio::task::spawn_blocking(move || EtcdServer::start(cfg)).await??;
     server.serve_peers().await?;
     oxcd_server::lease::spawn_expiry_loop(server.clone());
+    oxcd_server::corrupt::spawn_monitor(server.clone());
     server
         .store
         .start_compactor(server.cfg.compaction_batch_limit);

@@ -264,4 +264,8 @@ impl PeerControl for EtcdServer {
         }
         Ok(self.member_promote(id).await?.members)
     }
+
+    fn hash_kv(&self, revision: i64) -> Result<oxcd_api::oxcdpeer::HashKvResponse> {
+        crate::corrupt::local_hash_kv(&self.store, self.member_id(), revision)
+    }
 }

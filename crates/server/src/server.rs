@@ -37,6 +37,8 @@ pub enum ApplyResponse {
     LeaseRevoke(LeaseRevokeResponse),
     /// Requests whose response carries nothing but the header.
     Header(ResponseHeader),
+    /// An alarm request (etcd answers it without a header).
+    Alarm(oxcd_api::etcdserverpb::AlarmResponse),
     /// A membership change: the member it was about and the members after it.
     Members {
         header: ResponseHeader,
@@ -54,6 +56,8 @@ pub struct EtcdServer {
     pub membership: Arc<Membership>,
     pub wal: WalStorage,
     pub transport: Transport,
+    /// Active alarms and the backend quota.
+    pub alarms: Arc<crate::alarm::Alarms>,
 }
 
 impl EtcdServer {
@@ -110,13 +114,14 @@ fn request_timeout(cfg: &Config) -> std::time::Duration {
 impl EtcdServer {
     /// Opens (or bootstraps) the member's data dir and starts the raft node and apply threads.
     pub fn start(cfg: Config) -> anyhow::Result<Arc<EtcdServer>> {
-        let store = Arc::new(
-            MvccStore::open(&cfg.backend_path())
-                .with_context(|| format!("opening backend {}", cfg.backend_path().display()))?,
-        );
+        let store = Arc::new(crate::corrupt::open_backend(
+            &cfg.backend_path(),
+            &cfg.wal_dir,
+        )?);
         let wal = WalStorage::open(&cfg.wal_dir)
             .with_context(|| format!("opening WAL {}", cfg.wal_dir.display()))?;
 
+        let restarting = !wal.is_empty();
         let info = if wal.is_empty() {
             let info = if cfg.initial_cluster_state_new {
                 let info = ClusterInfo::bootstrap(&cfg)?;
@@ -145,9 +150,12 @@ impl EtcdServer {
             batch.commit(true)?;
             info
         } else {
-            let raw = store.meta_get(META_KEY)?.context(
-                "the WAL exists but the backend has no cluster membership: data dir is damaged",
-            )?;
+            let raw = store.meta_get(META_KEY)?.with_context(|| {
+                format!(
+                    "the WAL exists but the backend {} has no cluster membership: data dir is damaged",
+                    cfg.backend_path().display()
+                )
+            })?;
             let mut info = ClusterInfo::decode(&raw)?;
             let snap = wal.snapshot_meta();
             if snap.index > store.consistent_index() {
@@ -190,6 +198,14 @@ impl EtcdServer {
             );
             info
         };
+        if restarting && cfg.initial_corrupt_check {
+            // Before raft starts and anything is served, as etcd does.
+            crate::corrupt::initial_check(&cfg, &store, &info)?;
+        }
+        let alarms = Arc::new(crate::alarm::Alarms::load(
+            &store,
+            crate::quota::Quota::from_flag(cfg.quota_backend_bytes),
+        )?);
         let membership = Arc::new(Membership::new(info.clone()));
         membership.set_local_client_urls(cfg.advertise_client_urls.clone());
 
@@ -277,6 +293,7 @@ impl EtcdServer {
                 max_learners: cfg.max_learners,
                 stop_delay: std::time::Duration::from_millis(10 * cfg.heartbeat_interval_ms),
             },
+            alarms: alarms.clone(),
         };
         std::thread::Builder::new()
             .name("apply".into())
@@ -304,13 +321,14 @@ impl EtcdServer {
         let raft = RaftHandle::new(HandleParts {
             tx: node_tx,
             status,
-            waiters,
+            waiters: waiters.clone(),
             applied: applied_rx,
             member_id: info.local_id,
             cluster_id: info.cluster_id,
             max_request_bytes: cfg.max_request_bytes as usize,
             request_timeout: request_timeout(&cfg),
         });
+        alarms.spawn_raiser(raft.clone(), waiters.clone());
         Ok(Arc::new(EtcdServer {
             cfg,
             store,
@@ -320,6 +338,7 @@ impl EtcdServer {
             membership,
             wal,
             transport,
+            alarms,
         }))
     }
 }

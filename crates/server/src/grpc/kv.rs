@@ -187,6 +187,7 @@ impl Kv for KvService {
     async fn put(&self, req: GrpcRequest<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let r = req.into_inner();
         check_size(&r, self.max_recv)?;
+        self.server.check_quota(crate::quota::put_cost(&r)).await?;
         check_put(&r)?;
         let ir = InternalRaftRequest {
             put: Some(r),
@@ -218,6 +219,7 @@ impl Kv for KvService {
     async fn txn(&self, req: GrpcRequest<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let r = req.into_inner();
         check_size(&r, self.max_recv)?;
+        self.server.check_quota(crate::quota::txn_cost(&r)).await?;
         check_txn(&r, self.server.cfg.max_txn_ops as usize)?;
         if crate::mvcc::is_txn_read_only(&r) {
             // Compares and reads from one snapshot need no raft entry, only the read barrier.

@@ -235,6 +235,9 @@ impl Lease for LeaseService {
         request: Request<LeaseGrantRequest>,
     ) -> StatusResult<Response<LeaseGrantResponse>> {
         let mut req = request.into_inner();
+        self.server
+            .check_quota(crate::quota::lease_grant_cost())
+            .await?;
         // Checked here too so a hopeless request costs no raft round; the apply checks it again.
         if req.ttl > MAX_LEASE_TTL {
             return Err(EtcdError::LeaseTtlTooLarge.into());

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use oxcd_api::etcdserverpb::alarm_request::AlarmAction;
 use oxcd_api::etcdserverpb::maintenance_server::Maintenance;
 use oxcd_api::etcdserverpb::{
     AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
@@ -29,19 +28,8 @@ type SnapshotStream =
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        let r = req.into_inner();
-        match AlarmAction::try_from(r.action) {
-            // No alarm is ever raised by this build, so listing and disarming find none.
-            Ok(AlarmAction::Get) | Ok(AlarmAction::Deactivate) => {
-                Ok(Response::new(AlarmResponse {
-                    header: Some(self.server.header()),
-                    alarms: vec![],
-                }))
-            }
-            _ => Err(Status::unimplemented(
-                "oxcd: raising alarms is not supported by this build yet",
-            )),
-        }
+        // Through raft, as etcd does; its answer has no header.
+        Ok(Response::new(self.server.alarm(req.into_inner()).await?))
     }
 
     async fn status(
@@ -52,6 +40,9 @@ impl Maintenance for MaintenanceService {
         let mut errors = vec![];
         if s.raft.leader() == 0 {
             errors.push(crate::error::EtcdError::NoLeader.to_string());
+        }
+        for a in s.alarms.get(0) {
+            errors.push(crate::alarm::alarm_text(&a));
         }
         Ok(Response::new(StatusResponse {
             header: Some(s.header()),

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use oxcd_api::oxcdpeer::{
     peer_server::{Peer, PeerServer},
-    MembersRequest, MembersResponse, ProbeRequest, ProbeResponse, PromoteRequest, PromoteResponse,
-    RaftBatch, SendAck, SnapshotAck, SnapshotChunk,
+    HashKvRequest, HashKvResponse, MembersRequest, MembersResponse, ProbeRequest, ProbeResponse,
+    PromoteRequest, PromoteResponse, RaftBatch, SendAck, SnapshotAck, SnapshotChunk,
 };
 use parking_lot::Mutex;
 use protobuf::Message as _;
@@ -40,6 +40,10 @@ pub trait PeerControl: Send + Sync + 'static {
     fn is_removed(&self, id: u64) -> bool;
     /// Promotes a learner (asked of the leader by a follower).
     async fn promote(&self, id: u64) -> Result<Vec<Member>, EtcdError>;
+    /// This member's HashKV at `revision` (0: current), for the corruption checks.
+    fn hash_kv(&self, _revision: i64) -> Result<HashKvResponse, EtcdError> {
+        Err(EtcdError::NotCapable)
+    }
 }
 
 /// The text a removed member gets from the others, as etcd's peers answer it.
@@ -301,6 +305,22 @@ impl Peer for PeerService {
         Ok(Response::new(PromoteResponse {
             members: serde_json::to_vec(&members).map_err(|e| Status::internal(e.to_string()))?,
         }))
+    }
+
+    async fn hash_kv(
+        &self,
+        req: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let Some(c) = &self.control else {
+            return Err(Status::unavailable("hashes are not served here"));
+        };
+        let c = c.clone();
+        let rev = req.into_inner().revision;
+        // Hashing reads the whole key table: off the async workers.
+        let r = tokio::task::spawn_blocking(move || c.hash_kv(rev))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(r?))
     }
 }
 
