@@ -22,9 +22,12 @@ impl Lcg {
 
 const OPS: usize = 120;
 
+/// (revision, hash) pairs.
+type Hashes = Vec<(i64, u64)>;
+
 /// Runs the traffic; returns (revision, hash) per member at the end, and the cluster's hashes
 /// at a few earlier revisions (asked of member 0).
-fn traffic(kind: Kind) -> (Vec<(i64, u64)>, Vec<(i64, u64)>) {
+fn traffic(kind: Kind) -> (Hashes, Hashes) {
     let c = Cluster::start(kind, 3);
     c.wait_leader(&c.all());
     let mut rng = Lcg(0x5eed);
@@ -45,7 +48,7 @@ fn traffic(kind: Kind) -> (Vec<(i64, u64)>, Vec<(i64, u64)>) {
         }
     }
     c.wait_converged(&c.all());
-    let now: Vec<(i64, u64)> = c
+    let now: Hashes = c
         .all()
         .iter()
         .map(|&i| c.hashkv(i).unwrap_or_else(|e| c.fail(&e)))
