@@ -5,7 +5,9 @@
 //!   --initial-advertise-peer-urls --data-dir [--wal-dir] [--skip-hash-check]`: the data dir of
 //!   a member of a new cluster holding the snapshot's data.
 //!
-//! Both share `oxcd_server::backup` with `oxctl snapshot ...`, so the two print the same.
+//! - `defrag --data-dir DIR`: rewrites the stopped member's backend into a packed file.
+//!
+//! Both snapshot commands share `oxcd_server::backup` with `oxctl snapshot ...`, so the two print the same.
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 use oxcd_server::backup::{self, log::Sink, RestoreOptions};
@@ -28,6 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Defragments the storage of the etcd
+    Defrag(DefragArgs),
     /// Manages etcd node snapshots
     Snapshot {
         #[command(subcommand)]
@@ -50,6 +54,13 @@ enum SnapshotCmd {
             The items in the lists are hash, revision, total keys, total size."
     )]
     Status(FileArgs),
+}
+
+#[derive(Args)]
+struct DefragArgs {
+    /// Required. Defragments a data directory not in use by etcd.
+    #[arg(long, default_value = "", hide_default_value = true)]
+    data_dir: String,
 }
 
 #[derive(Args)]
@@ -122,6 +133,7 @@ fn one_arg(args: &[String], cmd: &str) -> Result<String, Failure> {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.cmd {
+        Cmd::Defrag(a) => defrag(&a.data_dir),
         Cmd::Version => {
             println!("oxutl version: {}", env!("CARGO_PKG_VERSION"));
             println!("API version: {}", api_version());
@@ -162,6 +174,63 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// etcdutl's `defrag --data-dir`: nothing on stdout, its log lines on stderr.
+fn defrag(data_dir: &str) -> Result<(), Failure> {
+    use oxcd_server::backup::humanize_bytes;
+    use oxcd_server::backup_caller;
+    use serde_json::Value;
+    if data_dir.is_empty() {
+        return Err(Failure {
+            code: 1,
+            msg: "required flag(s) \"data-dir\" not set".into(),
+        });
+    }
+    let fail = |why: String| Failure {
+        code: 1,
+        msg: format!("Failed to defragment etcd data[{data_dir}] ({why})"),
+    };
+    let db = std::path::Path::new(data_dir)
+        .join("member")
+        .join("snap")
+        .join("db");
+    let size = match std::fs::metadata(&db) {
+        Ok(m) => m.len(),
+        Err(_) => {
+            return Err(fail(format!(
+                "open {}: no such file or directory",
+                db.display()
+            )))
+        }
+    };
+    let path = Value::from(db.display().to_string());
+    let start = std::time::Instant::now();
+    Sink::Stderr.info(
+        &backup_caller!(),
+        "defragmenting",
+        &[
+            ("path", path.clone()),
+            ("current-db-size-bytes", Value::from(size)),
+            ("current-db-size", Value::from(humanize_bytes(size))),
+        ],
+    );
+    let (before, after) = oxcd_server::mvcc::defrag_file(&db).map_err(|e| fail(e.to_string()))?;
+    Sink::Stderr.info(
+        &backup_caller!(),
+        "finished defragmenting directory",
+        &[
+            ("path", path),
+            (
+                "current-db-size-bytes-diff",
+                Value::from(after as i64 - before as i64),
+            ),
+            ("current-db-size-bytes", Value::from(after)),
+            ("current-db-size", Value::from(humanize_bytes(after))),
+            ("took", Value::from(format!("{:?}", start.elapsed()))),
+        ],
+    );
+    Ok(())
 }
 
 fn main() {

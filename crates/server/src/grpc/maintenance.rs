@@ -63,9 +63,30 @@ impl Maintenance for MaintenanceService {
         &self,
         _req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(Status::unimplemented(
-            "oxcd: defragment is not supported by this build yet",
-        ))
+        // Unlike etcd, the member keeps serving meanwhile (see mvcc::defrag).
+        tracing::info!("starting to defragment the storage backend...");
+        let store = self.server.store.clone();
+        let report = tokio::task::spawn_blocking(move || store.defragment())
+            .await
+            .map_err(|e| Status::internal(format!("defrag: {e}")))?;
+        let r = match report {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "failed to defragment the storage backend");
+                return Err(e.into());
+            }
+        };
+        tracing::info!(
+            "current-db-size-bytes-diff" = r.size_after as i64 - r.size_before as i64,
+            "current-db-size-bytes" = r.size_after,
+            "writes-held" = ?r.writes_held,
+            "catch-up-rounds" = r.rounds,
+            took = ?r.took,
+            "finished defragmenting the storage backend"
+        );
+        Ok(Response::new(DefragmentResponse {
+            header: Some(self.server.header()),
+        }))
     }
 
     async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {

@@ -5,12 +5,14 @@
 //! - `range`, `compare`, `txn`: Range / Txn semantics, exactly etcd's
 //! - `store`: `MvccStore`, the read side; `batch`: `WriteBatch`, the apply loop's writer
 //! - `codec`, `hash`: row formats and HashKV's CRC-32C
+//! - `defrag`: rewriting the backend into a packed file while serving, or offline
 //! - `watch_hub`: delivery of events to watchers
 
 mod batch;
 mod codec;
 mod compaction;
 mod compare;
+pub mod defrag;
 mod hash;
 pub mod key_index;
 mod range;
@@ -19,6 +21,7 @@ mod store;
 mod txn;
 pub mod watch_hub;
 
+pub use defrag::{defrag_file, DefragReport};
 pub use store::{FileStats, MvccStore, WriteBatch};
 pub use txn::is_read_only as is_txn_read_only;
 pub use watch_hub::WatchHub;

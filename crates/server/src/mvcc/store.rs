@@ -98,6 +98,8 @@ impl MvccStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| EtcdError::Internal(format!("mvcc: create {}: {e}", dir.display())))?;
         }
+        // A defragmentation cut short by a crash left its unfinished copy.
+        super::defrag::remove_stale(path)?;
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
         for t in [KEY_TABLE, META_TABLE, LEASE_TABLE] {
