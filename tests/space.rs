@@ -30,7 +30,6 @@ macro_rules! cluster_tests {
             mod $name {
                 use oxcd_process_tests::cluster::{run_etcd_oracle, run_etcd_twice, run_oxcd};
                 #[test]
-                #[ignore = "waits on Maintenance.Defragment"]
                 fn oxcd() {
                     run_oxcd(stringify!($name), super::$name);
                 }
