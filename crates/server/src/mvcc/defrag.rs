@@ -684,6 +684,77 @@ mod tests {
         assert_eq!(s.leases().unwrap(), leases);
     }
 
+    /// Every row of every table.
+    fn rows(s: &MvccStore) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+        use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+        let db = s.db();
+        let txn = db.begin_read().unwrap();
+        let mut out = Vec::new();
+        let mut names: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|t| t.name().to_string())
+            .collect();
+        names.sort();
+        for name in names {
+            let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
+            for row in txn.open_table(def).unwrap().iter().unwrap() {
+                let (k, v) = row.unwrap();
+                out.push((name.clone(), k.value().to_vec(), v.value().to_vec()));
+            }
+        }
+        out
+    }
+
+    /// The same writes and compactions, the compactor deleting rows in small background batches.
+    fn drive(s: &MvccStore) {
+        for n in 1..=3000u64 {
+            put(s, &format!("h{:03}", n % 100), &[n as u8; 300]);
+            if n.is_multiple_of(250) {
+                let mut b = s.write().unwrap();
+                b.compact(s.current_revision() - 20).unwrap();
+                b.set_consistent_index(n, 2);
+                b.commit(false).unwrap();
+            }
+        }
+    }
+
+    fn wait_compactions(s: &MvccStore) {
+        for _ in 0..2000 {
+            if s.finished_compact_revision() >= s.compact_revision() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("compactions did not finish");
+    }
+
+    #[test]
+    fn rows_deleted_by_background_compaction_stay_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Arc::new(MvccStore::open(&dir.path().join("a")).unwrap());
+        let b = Arc::new(MvccStore::open(&dir.path().join("b")).unwrap());
+        a.start_compactor(40);
+        b.start_compactor(40);
+        let writer = {
+            let a = a.clone();
+            std::thread::spawn(move || drive(&a))
+        };
+        let mut defrags = 0;
+        while !writer.is_finished() || defrags == 0 {
+            a.defragment().unwrap();
+            defrags += 1;
+        }
+        writer.join().unwrap();
+        drive(&b);
+        wait_compactions(&a);
+        wait_compactions(&b);
+        assert_eq!(rows(&a), rows(&b), "after {defrags} defrags");
+        a.defragment().unwrap();
+        assert_eq!(rows(&a), rows(&b));
+        assert_eq!(a.hash_kv(0).unwrap(), b.hash_kv(0).unwrap());
+    }
+
     #[test]
     fn offline_defrag_and_stale_copy() {
         let dir = tempfile::tempdir().unwrap();
