@@ -267,7 +267,9 @@ fn defrag_scenario(kind: Kind) -> Transcript {
     // An endpoint that does not answer.
     let dead = ports::free_port();
     norm.literal(&format!("127.0.0.1:{dead}"), "<DEAD>");
-    let eps = format!("{},127.0.0.1:{dead}", c.endpoint(0));
+    // The leader's endpoint: its role name is the same on both servers.
+    let leader = c.wait_leader(&c.all());
+    let eps = format!("{},127.0.0.1:{dead}", c.endpoint(leader));
     for which in [Ctl::Etcdctl, Ctl::Oxctl] {
         let out = ctl(
             which,
