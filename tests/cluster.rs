@@ -39,32 +39,7 @@ const NO_QUORUM_TIMEOUT: &str = "--command-timeout=15s";
 /// deadline, so only the outcome is compared.
 const READ_NO_QUORUM_TIMEOUT: &str = "--command-timeout=10s";
 
-/// Declares `oxcd`, `etcd_oracle` and (ignored) `etcd_twice` for each scenario function
-/// `fn name(kind: Kind) -> Transcript`.
-macro_rules! cluster_tests {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                use oxcd_process_tests::cluster::{run_etcd_oracle, run_etcd_twice, run_oxcd};
-                #[test]
-                fn oxcd() {
-                    run_oxcd(stringify!($name), super::$name);
-                }
-                #[test]
-                fn etcd_oracle() {
-                    run_etcd_oracle(stringify!($name), super::$name);
-                }
-                #[test]
-                #[ignore = "self-check of the scenario against etcd twice"]
-                fn etcd_twice() {
-                    run_etcd_twice(stringify!($name), super::$name);
-                }
-            }
-        )*
-    };
-}
-
-cluster_tests!(
+oxcd_process_tests::cluster_tests!(
     three_members,
     leader_failover,
     minority_and_majority,

@@ -21,12 +21,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use oxcd_process_tests::cluster::{run_etcd_oracle, run_oxcd, sorted_lines, Cluster, Transcript};
+use oxcd_process_tests::cluster::{sorted_lines, Cluster, Transcript};
 use oxcd_process_tests::ctl::{ctl, ctl_stdin, Ctl};
 use oxcd_process_tests::member::Kind;
 use oxcd_process_tests::ports;
 use oxcd_process_tests::restore::Tool;
 use serde_json::Value;
+
+oxcd_process_tests::cluster_tests!(defrag_under_load);
 
 /// Large values: 30 per txn (under the 1.5 MiB request limit), `ROUNDS` times over the keys.
 const VALUE_BYTES: usize = 20_000;
@@ -211,7 +213,7 @@ fn outcome(out: &oxcd_process_tests::Output, norm: &oxcd_process_tests::Norm) ->
     )
 }
 
-fn defrag_scenario(kind: Kind) -> Transcript {
+fn defrag_under_load(kind: Kind) -> Transcript {
     let mut t = Transcript::new();
     let mut c = Cluster::start(kind, 3);
     let all = c.all();
@@ -323,15 +325,4 @@ fn defrag_scenario(kind: Kind) -> Transcript {
         t.problem(format!("{}: hashkv at {rev0} changed", c.name(f)));
     }
     t
-}
-
-#[test]
-fn defrag_oxcd() {
-    run_oxcd("defrag", defrag_scenario);
-}
-
-#[test]
-#[ignore = "the oracle alone: cargo test -- --ignored"]
-fn defrag_etcd_oracle() {
-    run_etcd_oracle("defrag", defrag_scenario);
 }

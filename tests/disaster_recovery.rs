@@ -27,32 +27,7 @@ use oxcd_process_tests::scenario::clip;
 use regex::Regex;
 use serde_json::Value;
 
-/// Declares `oxcd`, `etcd_oracle` and (ignored) `etcd_twice` for each scenario function
-/// `fn name(kind: Kind) -> Transcript`.
-macro_rules! cluster_tests {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                use oxcd_process_tests::cluster::{run_etcd_oracle, run_etcd_twice, run_oxcd};
-                #[test]
-                fn oxcd() {
-                    run_oxcd(stringify!($name), super::$name);
-                }
-                #[test]
-                fn etcd_oracle() {
-                    run_etcd_oracle(stringify!($name), super::$name);
-                }
-                #[test]
-                #[ignore = "self-check of the scenario against etcd twice"]
-                fn etcd_twice() {
-                    run_etcd_twice(stringify!($name), super::$name);
-                }
-            }
-        )*
-    };
-}
-
-cluster_tests!(majority_loss_restore, restore_from_member_db);
+oxcd_process_tests::cluster_tests!(majority_loss_restore, restore_from_member_db);
 
 /// The tools that restore `kind`'s files: etcdctl for etcd; for oxcd, oxctl restores the first
 /// member and oxutl the others, so both are exercised on the same cluster.

@@ -23,31 +23,7 @@ const MAX_FILL_PUTS: usize = 600;
 const VALUE_BYTES: usize = 100 * 1024;
 const NOSPACE: &str = "etcdserver: mvcc: database space exceeded";
 
-/// Declares `oxcd`, `etcd_oracle` and (ignored) `etcd_twice` for each scenario.
-macro_rules! cluster_tests {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                use oxcd_process_tests::cluster::{run_etcd_oracle, run_etcd_twice, run_oxcd};
-                #[test]
-                fn oxcd() {
-                    run_oxcd(stringify!($name), super::$name);
-                }
-                #[test]
-                fn etcd_oracle() {
-                    run_etcd_oracle(stringify!($name), super::$name);
-                }
-                #[test]
-                #[ignore = "self-check of the scenario against etcd twice"]
-                fn etcd_twice() {
-                    run_etcd_twice(stringify!($name), super::$name);
-                }
-            }
-        )*
-    };
-}
-
-cluster_tests!(runbook_etcdctl, runbook_oxctl);
+oxcd_process_tests::cluster_tests!(runbook_etcdctl, runbook_oxctl);
 
 /// The runbook with the real etcdctl on both servers.
 fn runbook_etcdctl(kind: Kind) -> Transcript {

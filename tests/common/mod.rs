@@ -37,6 +37,32 @@ pub use normalize::Norm;
 pub use scenario::{compare, run_scenario, step, Runnable, Scenario, Setup, Step, Target};
 pub use watch::WatchScenario;
 
+/// Declares `oxcd`, `etcd_oracle` and (ignored) `etcd_twice` for each cluster scenario function
+/// `fn name(kind: Kind) -> Transcript` (see [`cluster::run_oxcd`]).
+#[macro_export]
+macro_rules! cluster_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use $crate::cluster::{run_etcd_oracle, run_etcd_twice, run_oxcd};
+                #[test]
+                fn oxcd() {
+                    run_oxcd(stringify!($name), super::$name);
+                }
+                #[test]
+                fn etcd_oracle() {
+                    run_etcd_oracle(stringify!($name), super::$name);
+                }
+                #[test]
+                #[ignore = "self-check of the scenario against etcd twice"]
+                fn etcd_twice() {
+                    run_etcd_twice(stringify!($name), super::$name);
+                }
+            }
+        )*
+    };
+}
+
 /// Declares the usual tests for one scenario function `fn name() -> Scenario`:
 ///
 /// * `etcdctl_oxcd`: the real etcdctl against oxcd must print what it prints against etcd;
