@@ -99,52 +99,13 @@ impl Cluster {
         assert!(size >= 1, "a cluster needs a member");
         let mut last_error = String::new();
         for _attempt in 0..4 {
-            let dir = tempfile::Builder::new()
-                .prefix(&format!("oxcd-test-cluster-{kind}-"))
-                .tempdir()
-                .expect("create temp dir");
-            std::fs::create_dir_all(dir.path().join("logs")).expect("create logs dir");
-            let nodes = (1..=size)
-                .map(|n| Node {
-                    name: format!("m{n}"),
-                    client_port: ports::free_port(),
-                    peer_port: ports::free_port(),
-                    child: None,
-                    runs: 0,
-                })
-                .collect();
-            let mut cluster = Cluster {
-                kind,
-                token: unique_token(),
-                nodes,
-                ids: Vec::new(),
-                cluster_id: 0,
-                extra: extra.iter().map(|s| s.to_string()).collect(),
-                dir: Some(dir),
-                logs_shown: Cell::new(false),
-            };
-            let all = cluster.all();
-            for &i in &all {
-                cluster.spawn(i);
-            }
-            match cluster.wait_ready(&all, READY_TIMEOUT) {
-                Ok(()) => {
-                    cluster.learn_ids();
-                    return cluster;
-                }
-                Err(e) => {
-                    let logs = cluster.all_logs();
-                    for &i in &all {
-                        cluster.kill9(i);
-                    }
-                    cluster.logs_shown.set(true);
-                    if logs.contains("address already in use") {
-                        // Lost a port race with another process: new ports, new data dirs.
-                        last_error = e;
-                        continue;
-                    }
-                    panic!("{kind} cluster of {size} did not become ready: {e}\n{logs}");
-                }
+            let mut cluster = Cluster::unstarted(kind, size);
+            cluster.extra = extra.iter().map(|s| s.to_string()).collect();
+            match cluster.launch() {
+                Ok(()) => return cluster,
+                // Lost a port race with another process: new ports, new data dirs.
+                Err(e) if e.contains("address already in use") => last_error = e,
+                Err(e) => panic!("{kind} cluster of {size} did not become ready: {e}"),
             }
         }
         panic!("{kind} cluster could not bind its ports: {last_error}");
