@@ -27,14 +27,9 @@ use crate::config::Config;
 use crate::error::{EtcdError, Result};
 use crate::membership::ClusterInfo;
 use crate::mvcc::MvccStore;
-use crate::server::EtcdServer;
+use crate::server::{request_timeout, EtcdServer};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// etcd's request timeout: 5 s plus two election timeouts.
-fn request_timeout(cfg: &Config) -> Duration {
-    Duration::from_millis(5000 + 2 * cfg.election_timeout_ms)
-}
 
 /// (hash, revision, compact revision) of the store at its current revision.
 pub fn hash_now(store: &MvccStore) -> Result<(u32, i64, i64)> {
@@ -235,32 +230,26 @@ pub fn initial_check(cfg: &Config, store: &MvccStore, info: &ClusterInfo) -> any
         let eps = p.endpoints.join(",");
         match p.resp {
             Ok(r) if r.hash != hash => {
-                if r.compact_revision == crev {
-                    tracing::warn!(
-                        "local-member-id" = %format_args!("{local:x}"),
-                        "local-member-revision" = rev,
-                        "local-member-compact-revision" = crev,
-                        "local-member-hash" = hash,
-                        "remote-peer-id" = %format_args!("{:x}", p.id),
-                        "remote-peer-endpoints" = %eps,
-                        "remote-peer-compact-revision" = r.compact_revision,
-                        "remote-peer-hash" = r.hash,
-                        "found different hash values from remote peer"
-                    );
+                // Equal compact revisions and different hashes: the data differs. Different
+                // compact revisions hash different histories, which proves nothing.
+                let same_compaction = r.compact_revision == crev;
+                let what = if same_compaction {
                     mismatch += 1;
+                    "found different hash values from remote peer"
                 } else {
-                    tracing::warn!(
-                        "local-member-id" = %format_args!("{local:x}"),
-                        "local-member-revision" = rev,
-                        "local-member-compact-revision" = crev,
-                        "local-member-hash" = hash,
-                        "remote-peer-id" = %format_args!("{:x}", p.id),
-                        "remote-peer-endpoints" = %eps,
-                        "remote-peer-compact-revision" = r.compact_revision,
-                        "remote-peer-hash" = r.hash,
-                        "found different compact revision values from remote peer"
-                    );
-                }
+                    "found different compact revision values from remote peer"
+                };
+                tracing::warn!(
+                    "local-member-id" = %format_args!("{local:x}"),
+                    "local-member-revision" = rev,
+                    "local-member-compact-revision" = crev,
+                    "local-member-hash" = hash,
+                    "remote-peer-id" = %format_args!("{:x}", p.id),
+                    "remote-peer-endpoints" = %eps,
+                    "remote-peer-compact-revision" = r.compact_revision,
+                    "remote-peer-hash" = r.hash,
+                    "{what}"
+                );
             }
             Ok(_) => {}
             Err(e) => {

@@ -194,10 +194,16 @@ impl EtcdServer {
         };
         let mut last = EtcdError::NoLeader;
         for url in &lm.peer_urls {
-            match crate::raft::transport::promote_at(url, id, self.raft_timeout()).await {
+            match crate::raft::transport::promote_at(
+                url,
+                id,
+                crate::server::request_timeout(&self.cfg),
+            )
+            .await
+            {
                 Ok(members) => {
                     // Answer with this member's view once it has applied the promotion too.
-                    let deadline = Instant::now() + self.raft_timeout();
+                    let deadline = Instant::now() + crate::server::request_timeout(&self.cfg);
                     while self.membership.member(id).is_some_and(|m| m.is_learner)
                         && Instant::now() < deadline
                     {
@@ -218,11 +224,6 @@ impl EtcdServer {
         Err(last)
     }
 
-    /// How long a forwarded request may take: the proposal timeout.
-    fn raft_timeout(&self) -> Duration {
-        Duration::from_millis(5000 + 2 * self.cfg.election_timeout_ms)
-    }
-
     /// MoveLeader: hands leadership to voting member `to` and waits until it leads.
     pub async fn move_leader(&self, to: u64) -> Result<()> {
         if !self.is_leader() {
@@ -236,7 +237,7 @@ impl EtcdServer {
         tracing::info!("leadership transfer starting: from {from:x} to {to:x}");
         self.raft.transfer_leader(to)?;
         let tick = Duration::from_millis(self.cfg.heartbeat_interval_ms);
-        let deadline = Instant::now() + self.raft_timeout();
+        let deadline = Instant::now() + crate::server::request_timeout(&self.cfg);
         while self.raft.leader() != to {
             if Instant::now() >= deadline {
                 return Err(EtcdError::LeaderTransferTimeout);

@@ -106,8 +106,8 @@ fn snap_dir(cfg: &Config) -> std::path::PathBuf {
 }
 
 /// How long a proposal may wait to be applied before the client gets "request timed out":
-/// etcd's 5 s plus two election timeouts.
-fn request_timeout(cfg: &Config) -> std::time::Duration {
+/// etcd's 5 s plus two election timeouts. Also bounds requests forwarded to other members.
+pub fn request_timeout(cfg: &Config) -> std::time::Duration {
     std::time::Duration::from_millis(5000 + 2 * cfg.election_timeout_ms)
 }
 
