@@ -2,6 +2,8 @@
 //! from `--initial-cluster` and kept in the backend, so a restart does not depend on flags.
 
 use anyhow::{bail, Context};
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
@@ -123,11 +125,21 @@ impl ClusterInfo {
 /// The live membership, read by the Cluster service and the status endpoints.
 pub struct Membership {
     info: RwLock<ClusterInfo>,
+    /// Whether this member is a learner: asked on every client request, so kept apart from the
+    /// lock and refreshed whenever the list changes.
+    local_learner: AtomicBool,
+}
+
+fn is_local_learner(info: &ClusterInfo) -> bool {
+    info.members
+        .iter()
+        .any(|m| m.id == info.local_id && m.is_learner)
 }
 
 impl Membership {
     pub fn new(info: ClusterInfo) -> Membership {
         Membership {
+            local_learner: AtomicBool::new(is_local_learner(&info)),
             info: RwLock::new(info),
         }
     }
@@ -187,6 +199,8 @@ impl Membership {
                 m.client_urls = urls;
             }
         }
+        self.local_learner
+            .store(is_local_learner(&info), Ordering::Release);
         *cur = info;
     }
 
@@ -341,10 +355,7 @@ impl Membership {
 
     /// Whether this member is a learner (it refuses most client requests).
     pub fn local_is_learner(&self) -> bool {
-        let info = self.info.read();
-        info.members
-            .iter()
-            .any(|m| m.id == info.local_id && m.is_learner)
+        self.local_learner.load(Ordering::Acquire)
     }
 
     /// Voting members (not learners), in ID order.
@@ -438,6 +449,8 @@ impl Membership {
                 }
             }
         }
+        self.local_learner
+            .store(is_local_learner(&info), Ordering::Release);
     }
 
     /// etcd's `IsReadyToAddVotingMember`: after adding one more voter, a quorum of the voters
@@ -638,5 +651,24 @@ mod tests {
             !solo.ready_to_add_voter(),
             "etcd: not enough started members"
         );
+    }
+
+    #[test]
+    fn local_learner_flag_follows_the_list() {
+        let m = Membership::new(ClusterInfo {
+            cluster_id: 9,
+            local_id: 7,
+            members: vec![member(1, "a", "http://h:1", false)],
+            removed: vec![],
+        });
+        assert!(!m.local_is_learner());
+        m.apply(&Change::Add(member(7, "", "http://h:7", true)));
+        assert!(m.local_is_learner());
+        m.apply(&Change::Promote(7));
+        assert!(!m.local_is_learner());
+        let mut info = m.snapshot();
+        info.members[1].is_learner = true;
+        m.replace(info);
+        assert!(m.local_is_learner());
     }
 }
