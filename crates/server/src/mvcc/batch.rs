@@ -492,6 +492,7 @@ impl<'a> WriteBatch<'a> {
         txn.commit()?;
         self.committed = true;
         let s = self.store;
+        s.refresh_file_size();
         s.current_rev.store(self.st.rev, Ordering::Release);
         if let Some((index, term)) = self.consistent {
             s.consistent_index.store(index, Ordering::Release);

@@ -198,6 +198,7 @@ impl MvccStore {
         })
         .map_err(|e| EtcdError::Internal(format!("backend: {e}")))?;
         txn.commit()?;
+        self.refresh_file_size();
         job.pos = end;
         if done {
             let job = q.pop_front().expect("front exists");

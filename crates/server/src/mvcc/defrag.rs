@@ -487,7 +487,9 @@ impl MvccStore {
             // happens next.
             let old = {
                 let _idx = self.index.write();
-                std::mem::replace(&mut *self.db.write(), Arc::new(dst))
+                let old = std::mem::replace(&mut *self.db.write(), Arc::new(dst));
+                self.refresh_file_size();
+                old
             };
             // Before any write reaches the copy (the WAL is compacted behind what it holds),
             // the rename must be durable.

@@ -58,6 +58,9 @@ pub struct MvccStore {
     pub(super) writer: Mutex<()>,
     /// Compactions whose rows are still being deleted (see `compaction`).
     pub(super) compactions: Arc<Compactions>,
+    /// The backend file's size as of the last commit: the quota asks for it on every write, so
+    /// it is measured once per commit, not per request.
+    pub(super) file_size: AtomicU64,
 }
 
 /// Everything rebuilt from disk at open (and after a failed batch).
@@ -117,7 +120,9 @@ impl MvccStore {
             consistent_term: AtomicU64::new(l.term),
             writer: Mutex::new(()),
             compactions: Arc::new(Compactions::new(l.finished_compact)),
+            file_size: AtomicU64::new(0),
         };
+        store.refresh_file_size();
         // A compaction scheduled but not finished (a crash, or a snapshot, mid-way) goes on once
         // the compactor starts; its revisions are already out of the index.
         store.compactions.enqueue(l.pending);
@@ -528,6 +533,7 @@ impl MvccStore {
             self.consistent_term.store(l.term, Ordering::Release);
             // Jobs of the old database are moot; the snapshot's own unfinished one goes on.
             self.compactions.reset(l.finished_compact, l.pending);
+            self.refresh_file_size();
             old
         };
         // Closed here, or by the last reader still in a transaction on it.
@@ -536,7 +542,13 @@ impl MvccStore {
     }
 
     pub fn db_size(&self) -> u64 {
-        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+        self.file_size.load(Ordering::Acquire)
+    }
+
+    /// Measures the backend file again; called after every commit and file swap.
+    pub(super) fn refresh_file_size(&self) {
+        let size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        self.file_size.store(size, Ordering::Release);
     }
 
     /// Bytes in allocated pages. redb reports page usage only from a write transaction, so this
