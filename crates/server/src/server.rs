@@ -372,8 +372,12 @@ impl EtcdServer {
 /// Ends the process of a member that has been removed from the cluster: its data dir can never
 /// serve again, as etcd says when it stops such a member.
 pub fn exit_removed() -> ! {
-    tracing::error!("{}", crate::raft::peer_service::REMOVED_TEXT);
-    tracing::warn!("the data-dir used by this member must be removed");
+    // etcd's two lines, word for word.
+    tracing::warn!(
+        error = crate::raft::peer_service::REMOVED_TEXT,
+        "server error"
+    );
+    tracing::warn!("data-dir used by this member must be removed");
     std::process::exit(REMOVED_EXIT_CODE)
 }
 
