@@ -181,6 +181,19 @@ pub struct Flags {
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub experimental_corrupt_check_time: std::time::Duration,
 
+    /// Specify auth token type and its options: "simple" or "jwt,pub-key=...,priv-key=...,
+    /// sign-method=...,ttl=...".
+    #[arg(long, default_value = "simple")]
+    pub auth_token: String,
+
+    /// Time (in seconds) of the auth-token-ttl.
+    #[arg(long, default_value = "300", value_parser = go_uint)]
+    pub auth_token_ttl: u64,
+
+    /// Specify bcrypt algorithm cost factor for auth password hashing.
+    #[arg(long, default_value = "10", value_parser = go_uint)]
+    pub bcrypt_cost: u64,
+
     /// Log level: debug, info, warn, error, panic, or fatal.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -242,6 +255,12 @@ pub struct Config {
     /// --experimental-corrupt-check-time: how often the leader compares every member's hash;
     /// zero disables it.
     pub corrupt_check_time: std::time::Duration,
+    /// --auth-token as given ("simple" or "jwt,..."); the auth module parses its options.
+    pub auth_token: String,
+    /// --auth-token-ttl: how long a simple token lives without use.
+    pub auth_token_ttl: std::time::Duration,
+    /// --bcrypt-cost, checked against bcrypt's range (4..=31).
+    pub bcrypt_cost: u32,
 }
 
 /// A listen URL split into what the listener needs.
@@ -757,6 +776,9 @@ impl Config {
             max_learners: usize::try_from(f.experimental_max_learners).unwrap_or(1),
             initial_corrupt_check: f.experimental_initial_corrupt_check,
             corrupt_check_time: f.experimental_corrupt_check_time,
+            auth_token: f.auth_token,
+            auth_token_ttl: std::time::Duration::from_secs(f.auth_token_ttl),
+            bcrypt_cost: u32::try_from(f.bcrypt_cost).unwrap_or(u32::MAX),
         })
     }
 
