@@ -54,6 +54,8 @@ pub struct Applier {
     pub conf: crate::apply_conf::ConfApplier,
     /// The alarm set and the quota checked when applying writes.
     pub alarms: Arc<crate::alarm::Alarms>,
+    /// Users, roles and tokens; also checks the permissions of writes.
+    pub auth: Arc<crate::auth::AuthStore>,
 }
 
 struct Progress {
@@ -171,7 +173,7 @@ impl Applier {
                         }
                     };
                     let id = req.header.as_ref().map(|h| h.id).unwrap_or(req.id);
-                    let reply = self.apply_request(&mut batch, req);
+                    let reply = self.apply_request(&mut batch, req, e.index);
                     if matches!(reply, Err(EtcdError::NoSpace)) && !self.alarms.nospace() {
                         // Over the quota when applied: answered once this member's NOSPACE
                         // alarm is proposed, as etcd does.
@@ -282,6 +284,7 @@ impl Applier {
             .recover(self.store.leases()?, self.store.keys_with_lease()?);
         self.membership.replace(info);
         self.alarms.reload(&self.store)?;
+        self.auth.reload(&self.store)?;
         self.conf.after_snapshot();
         self.watch_hub.resync();
         progress.dirty = false;
@@ -344,10 +347,22 @@ impl Applier {
         &self,
         batch: &mut WriteBatch<'_>,
         req: InternalRaftRequest,
+        index: u64,
     ) -> Result<ApplyResponse> {
         if let Some(r) = req.alarm {
             return Ok(ApplyResponse::Alarm(self.alarms.apply(batch, &r)?));
         }
+        if crate::auth::apply::is_auth_entry(&req) {
+            let reply = self.auth.apply(batch, &req, index)?;
+            return Ok(ApplyResponse::Auth(self.header(batch.revision()), reply));
+        }
+        let lease_keys = |id: i64| {
+            self.lessor
+                .time_to_live(id, true)
+                .map(|(_, _, keys)| keys)
+                .unwrap_or_default()
+        };
+        self.auth.check_entry(&req, &lease_keys)?;
         self.check_alarms(&req)?;
         // etcd's quota applier: a write over the quota is applied, but answered with NoSpace.
         let quota = self.alarms.quota();

@@ -76,6 +76,41 @@ pub enum EtcdError {
     LeaderTransferTimeout,
     #[error("etcdserver: authentication is not enabled")]
     AuthNotEnabled,
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
+    #[error("etcdserver: revision of auth store is old")]
+    AuthOldRevision,
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    #[error("etcdserver: user name already exists")]
+    UserAlreadyExist,
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    #[error("etcdserver: role name already exists")]
+    RoleAlreadyExist,
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    #[error("etcdserver: permission not given")]
+    PermissionNotGiven,
+    /// etcd 3.4 lets this one through untranslated, so clients see the auth package's text.
+    #[error("auth: authentication failed, password was given for no password user")]
+    NoPasswordUser,
     /// A failure with no etcd counterpart (disk error, corrupt entry): reported as Unknown with
     /// its own text, never silently dropped.
     #[error("{0}")]
@@ -98,6 +133,14 @@ impl EtcdError {
                 Code::FailedPrecondition
             }
             MemberBadUrls => Code::InvalidArgument,
+            AuthFailed | InvalidAuthMgmt | AuthOldRevision | UserEmpty | RoleEmpty
+            | PermissionNotGiven => Code::InvalidArgument,
+            PermissionDenied => Code::PermissionDenied,
+            InvalidAuthToken => Code::Unauthenticated,
+            UserAlreadyExist | UserNotFound | RoleAlreadyExist | RoleNotFound
+            | RootUserNotExist | RootRoleNotExist | RoleNotGranted | PermissionNotGranted => {
+                Code::FailedPrecondition
+            }
             NoLeader
             | Timeout
             | Stopped
@@ -106,7 +149,9 @@ impl EtcdError {
             | NotSupportedForLearner
             | LeaderTransferTimeout => Code::Unavailable,
             // etcd 3.4 maps this one to a client-side error value, which gRPC sends as Unknown.
-            Internal(_) | DeadlineExceeded | NotEnoughStartedMembers => Code::Unknown,
+            Internal(_) | DeadlineExceeded | NotEnoughStartedMembers | NoPasswordUser => {
+                Code::Unknown
+            }
         }
     }
 }
@@ -139,6 +184,31 @@ impl EtcdError {
             .find(|e| e.to_string() == status.message())
             .unwrap_or_else(|| Internal(status.message().to_string()))
     }
+}
+
+/// A status as grpc-go prints it (`rpc error: code = X desc = ...`), which etcd puts in texts
+/// such as a refused watch's cancel reason.
+pub fn grpc_go_text(s: &Status) -> String {
+    let code = match s.code() {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    };
+    format!("rpc error: code = {code} desc = {}", s.message())
 }
 
 impl From<EtcdError> for Status {

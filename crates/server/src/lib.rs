@@ -6,6 +6,7 @@
 pub mod alarm;
 pub mod apply;
 pub mod apply_conf;
+pub mod auth;
 pub mod backup;
 pub mod bootstrap;
 pub mod compactor;

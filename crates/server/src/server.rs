@@ -37,6 +37,8 @@ pub enum ApplyResponse {
     LeaseRevoke(LeaseRevokeResponse),
     /// Requests whose response carries nothing but the header.
     Header(ResponseHeader),
+    /// An auth request: the header and what it answers.
+    Auth(ResponseHeader, crate::auth::apply::AuthReply),
     /// An alarm request (etcd answers it without a header).
     Alarm(oxcd_api::etcdserverpb::AlarmResponse),
     /// A membership change: the member it was about and the members after it.
@@ -58,6 +60,8 @@ pub struct EtcdServer {
     pub transport: Transport,
     /// Active alarms and the backend quota.
     pub alarms: Arc<crate::alarm::Alarms>,
+    /// Users, roles, permissions and tokens.
+    pub auth: Arc<crate::auth::AuthStore>,
 }
 
 impl EtcdServer {
@@ -88,6 +92,54 @@ impl EtcdServer {
         self.raft.propose(req).await
     }
 
+    /// Replicates `req` on behalf of `caller`: the entry carries the caller's identity, which the
+    /// apply loop checks. An entry refused because auth changed since the identity was resolved
+    /// is proposed again with the identity resolved anew, as etcd does.
+    pub async fn propose_as(
+        &self,
+        caller: &crate::auth::Caller,
+        mut req: InternalRaftRequest,
+    ) -> Result<ApplyResponse> {
+        let mut attempts = 0;
+        loop {
+            let info = self.auth.resolve(caller)?;
+            let header = req.header.get_or_insert_with(Default::default);
+            header.id = 0;
+            header.username = info
+                .as_ref()
+                .map(|i| i.username.clone())
+                .unwrap_or_default();
+            header.auth_revision = info.as_ref().map_or(0, |i| i.revision);
+            attempts += 1;
+            match self.raft.propose(req.clone()).await {
+                Err(crate::error::EtcdError::AuthOldRevision) if attempts < AUTH_RETRIES => {}
+                r => return r,
+            }
+        }
+    }
+
+    /// Replicates a request the member makes itself (a lease expiring), which may touch any
+    /// key: it runs as the root user, as etcd's do.
+    pub async fn propose_as_root(&self, mut req: InternalRaftRequest) -> Result<ApplyResponse> {
+        if self.auth.enabled() {
+            let header = req.header.get_or_insert_with(Default::default);
+            header.username = crate::auth::store::ROOT.to_string();
+            header.auth_revision = self.auth.revision();
+        }
+        self.raft.propose(req).await
+    }
+
+    /// Refuses a caller without the root role (while auth is enabled).
+    pub fn check_admin(&self, caller: &crate::auth::Caller) -> Result<()> {
+        let who = self.auth.resolve(caller)?;
+        self.auth.check_admin(who.as_ref())
+    }
+
+    /// The caller's identity, checked: an invalid token fails the call.
+    pub fn auth_info(&self, caller: &crate::auth::Caller) -> Result<Option<crate::auth::AuthInfo>> {
+        self.auth.resolve(caller)
+    }
+
     /// Waits until this member has applied everything committed before the call (ReadIndex),
     /// so a read that follows sees every write acknowledged before it started.
     pub async fn read_index(&self) -> Result<()> {
@@ -98,6 +150,9 @@ impl EtcdServer {
         self.raft.is_leader()
     }
 }
+
+/// How often a proposal refused for an outdated auth revision is re-tried.
+const AUTH_RETRIES: u32 = 3;
 
 /// `<data-dir>/member/snap`: the backend and the raft snapshot files.
 fn snap_dir(cfg: &Config) -> std::path::PathBuf {
@@ -206,6 +261,7 @@ impl EtcdServer {
             &store,
             crate::quota::Quota::from_flag(cfg.quota_backend_bytes),
         )?);
+        let auth = Arc::new(crate::auth::AuthStore::load(&store, &cfg)?);
         let membership = Arc::new(Membership::new(info.clone()));
         membership.set_local_client_urls(cfg.advertise_client_urls.clone());
 
@@ -294,6 +350,7 @@ impl EtcdServer {
                 stop_delay: std::time::Duration::from_millis(10 * cfg.heartbeat_interval_ms),
             },
             alarms: alarms.clone(),
+            auth: auth.clone(),
         };
         std::thread::Builder::new()
             .name("apply".into())
@@ -339,6 +396,7 @@ impl EtcdServer {
             wal,
             transport,
             alarms,
+            auth,
         }))
     }
 }

@@ -39,6 +39,8 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        // Membership changes are for root alone, checked before anything else as in etcd.
+        self.server.check_admin(&crate::auth::Caller::of(&req))?;
         let r = req.into_inner();
         let reply = self.server.member_add(r.peer_ur_ls, r.is_learner).await?;
         Ok(Response::new(MemberAddResponse {
@@ -52,6 +54,8 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        // Membership changes are for root alone, checked before anything else as in etcd.
+        self.server.check_admin(&crate::auth::Caller::of(&req))?;
         let reply = self.server.member_remove(req.into_inner().id).await?;
         Ok(Response::new(MemberRemoveResponse {
             header: Some(self.header(reply.header)),
@@ -63,6 +67,8 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        // Membership changes are for root alone, checked before anything else as in etcd.
+        self.server.check_admin(&crate::auth::Caller::of(&req))?;
         let r = req.into_inner();
         let reply = self.server.member_update(r.id, r.peer_ur_ls).await?;
         Ok(Response::new(MemberUpdateResponse {
@@ -90,6 +96,8 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        // Membership changes are for root alone, checked before anything else as in etcd.
+        self.server.check_admin(&crate::auth::Caller::of(&req))?;
         let reply = self.server.member_promote(req.into_inner().id).await?;
         Ok(Response::new(MemberPromoteResponse {
             header: Some(self.header(reply.header)),

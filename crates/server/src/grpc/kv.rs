@@ -14,6 +14,7 @@ use oxcd_api::etcdserverpb::{
 use tonic::{Request as GrpcRequest, Response, Status};
 
 use super::check_size;
+use crate::auth::Caller;
 use crate::error::EtcdError;
 use crate::server::{ApplyResponse, EtcdServer};
 
@@ -168,6 +169,7 @@ impl Kv for KvService {
         &self,
         req: GrpcRequest<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
+        let caller = Caller::of(&req);
         let r = req.into_inner();
         check_size(&r, self.max_recv)?;
         if !r.serializable && self.server.membership.local_is_learner() {
@@ -177,6 +179,10 @@ impl Kv for KvService {
         if !r.serializable {
             self.server.read_index().await?;
         }
+        let who = self.server.auth_info(&caller)?;
+        self.server
+            .auth
+            .check_range(who.as_ref(), &r.key, &r.range_end)?;
         let mut resp = self.server.store.range(&r)?;
         // The revision is the one the read saw, which a later header could overstate.
         let revision = resp.header.as_ref().map_or(0, |h| h.revision);
@@ -185,6 +191,7 @@ impl Kv for KvService {
     }
 
     async fn put(&self, req: GrpcRequest<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let caller = Caller::of(&req);
         let r = req.into_inner();
         check_size(&r, self.max_recv)?;
         self.server.check_quota(crate::quota::put_cost(&r)).await?;
@@ -193,7 +200,7 @@ impl Kv for KvService {
             put: Some(r),
             ..Default::default()
         };
-        match self.server.propose(ir).await? {
+        match self.server.propose_as(&caller, ir).await? {
             ApplyResponse::Put(p) => Ok(Response::new(p)),
             other => Err(unexpected(other)),
         }
@@ -203,6 +210,7 @@ impl Kv for KvService {
         &self,
         req: GrpcRequest<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let caller = Caller::of(&req);
         let r = req.into_inner();
         check_size(&r, self.max_recv)?;
         check_delete(&r)?;
@@ -210,13 +218,14 @@ impl Kv for KvService {
             delete_range: Some(r),
             ..Default::default()
         };
-        match self.server.propose(ir).await? {
+        match self.server.propose_as(&caller, ir).await? {
             ApplyResponse::DeleteRange(p) => Ok(Response::new(p)),
             other => Err(unexpected(other)),
         }
     }
 
     async fn txn(&self, req: GrpcRequest<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let caller = Caller::of(&req);
         let r = req.into_inner();
         check_size(&r, self.max_recv)?;
         self.server.check_quota(crate::quota::txn_cost(&r)).await?;
@@ -226,6 +235,8 @@ impl Kv for KvService {
             if !txn_is_serializable(&r) {
                 self.server.read_index().await?;
             }
+            let who = self.server.auth_info(&caller)?;
+            self.server.auth.check_txn_reads(who.as_ref(), &r)?;
             let mut resp = self.server.store.read_txn(&r)?;
             let revision = resp.header.as_ref().map_or(0, |h| h.revision);
             resp.header = Some(self.server.header_at(revision));
@@ -235,7 +246,7 @@ impl Kv for KvService {
             txn: Some(r),
             ..Default::default()
         };
-        match self.server.propose(ir).await? {
+        match self.server.propose_as(&caller, ir).await? {
             ApplyResponse::Txn(p) => Ok(Response::new(p)),
             other => Err(unexpected(other)),
         }
@@ -245,13 +256,14 @@ impl Kv for KvService {
         &self,
         req: GrpcRequest<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        let caller = Caller::of(&req);
         let r = req.into_inner();
         let (rev, physical) = (r.revision, r.physical);
         let ir = InternalRaftRequest {
             compaction: Some(r),
             ..Default::default()
         };
-        match self.server.propose(ir).await? {
+        match self.server.propose_as(&caller, ir).await? {
             ApplyResponse::Compaction(p) => {
                 // `physical`: answer once the compacted rows are gone from this member's backend.
                 if physical {

@@ -234,6 +234,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> StatusResult<Response<LeaseGrantResponse>> {
+        let caller = crate::auth::Caller::of(&request);
         let mut req = request.into_inner();
         self.server
             .check_quota(crate::quota::lease_grant_cost())
@@ -253,7 +254,7 @@ impl Lease for LeaseService {
                 lease_grant: Some(req),
                 ..Default::default()
             };
-            match self.server.propose(proposal).await {
+            match self.server.propose_as(&caller, proposal).await {
                 Ok(ApplyResponse::LeaseGrant(resp)) => return Ok(Response::new(resp)),
                 Ok(other) => {
                     return Err(EtcdError::Internal(format!(
@@ -271,11 +272,12 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> StatusResult<Response<LeaseRevokeResponse>> {
+        let caller = crate::auth::Caller::of(&request);
         let proposal = InternalRaftRequest {
             lease_revoke: Some(request.into_inner()),
             ..Default::default()
         };
-        match self.server.propose(proposal).await? {
+        match self.server.propose_as(&caller, proposal).await? {
             ApplyResponse::LeaseRevoke(resp) => Ok(Response::new(resp)),
             other => Err(EtcdError::Internal(format!(
                 "unexpected apply response to lease revoke: {other:?}"

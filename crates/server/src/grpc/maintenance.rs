@@ -10,6 +10,8 @@ use oxcd_api::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::auth::Caller;
+
 use crate::server::EtcdServer;
 
 pub struct MaintenanceService {
@@ -25,9 +27,32 @@ impl MaintenanceService {
 type SnapshotStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
+impl MaintenanceService {
+    /// Defragment, Snapshot, Hash and HashKV are for root alone.
+    fn admin_only<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        self.server
+            .check_admin(&Caller::of(req))
+            .map_err(auth_package_error)
+    }
+}
+
+/// etcd 3.4's maintenance service returns the auth package's own errors, untranslated: code
+/// Unknown and an `auth: ` prefix instead of `etcdserver: `.
+fn auth_package_error(e: crate::error::EtcdError) -> Status {
+    let text = e.to_string();
+    match text.strip_prefix("etcdserver: ") {
+        Some(rest) => Status::unknown(format!("auth: {rest}")),
+        None => e.into(),
+    }
+}
+
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        // No permission is needed, but a token that is sent must be valid.
+        self.server
+            .auth_info(&Caller::of(&req))
+            .map_err(auth_package_error)?;
         // Through raft, as etcd does; its answer has no header.
         Ok(Response::new(self.server.alarm(req.into_inner()).await?))
     }
@@ -61,8 +86,9 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _req: Request<DefragmentRequest>,
+        req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.admin_only(&req)?;
         // Unlike etcd, the member keeps serving meanwhile (see mvcc::defrag).
         tracing::info!("starting to defragment the storage backend...");
         let store = self.server.store.clone();
@@ -89,7 +115,8 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.admin_only(&req)?;
         let (hash, _) = self.server.store.hash_kv(0)?;
         Ok(Response::new(HashResponse {
             header: Some(self.server.header()),
@@ -101,6 +128,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        self.admin_only(&req)?;
         let rev = req.into_inner().revision;
         let header = self.server.header();
         let (hash, compact_revision) = self.server.store.hash_kv(rev)?;
@@ -118,8 +146,9 @@ impl Maintenance for MaintenanceService {
     /// on any member, with or without a leader).
     async fn snapshot(
         &self,
-        _req: Request<SnapshotRequest>,
+        req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.admin_only(&req)?;
         let db = self.server.cfg.backend_path();
         let snap_dir = db.parent().map_or_else(|| db.clone(), |d| d.to_path_buf());
         let stream = crate::backup::stream::snapshot_stream(self.server.store.clone(), snap_dir);

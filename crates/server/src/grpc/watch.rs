@@ -60,6 +60,7 @@ impl Watch for WatchService {
         }
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         let session = Session {
+            caller: crate::auth::Caller::of(&request),
             require_leader,
             max_bytes: self.server.cfg.max_request_bytes as usize + GRPC_OVERHEAD_BYTES,
             stream: self.server.watch_hub.open_stream(),
@@ -72,6 +73,8 @@ impl Watch for WatchService {
 }
 
 struct Session {
+    /// Who opened the stream: each watch it creates is checked for read access.
+    caller: crate::auth::Caller,
     require_leader: bool,
     server: Arc<EtcdServer>,
     stream: WatchStream,
@@ -121,6 +124,11 @@ impl Session {
         // Dropping `self.stream` removes every watcher of this stream from the hub.
     }
 
+    fn check_read(&self, key: &[u8], range_end: &[u8]) -> Result<(), EtcdError> {
+        let who = self.server.auth_info(&self.caller)?;
+        self.server.auth.check_range(who.as_ref(), key, range_end)
+    }
+
     async fn send(&self, resp: WatchResponse) -> Result<(), Gone> {
         self.tx.send(Ok(resp)).await.map_err(|_| Gone)
     }
@@ -128,6 +136,18 @@ impl Session {
     async fn on_request(&mut self, req: WatchRequest) -> Result<(), Gone> {
         match req.request_union {
             Some(RequestUnion::CreateRequest(c)) => {
+                if let Err(e) = self.check_read(&c.key, &c.range_end) {
+                    // Refused watches get id -1 and the error in grpc-go's words, as in etcd.
+                    let resp = WatchResponse {
+                        header: Some(self.server.header()),
+                        watch_id: -1,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: crate::error::grpc_go_text(&e.into()),
+                        ..Default::default()
+                    };
+                    return self.send(resp).await;
+                }
                 let created = self.stream.create(&c);
                 let resp = WatchResponse {
                     header: Some(self.server.header_at(created.revision)),

@@ -78,7 +78,7 @@ async fn revoke_expired(server: &EtcdServer, id: i64) {
         lease_revoke: Some(LeaseRevokeRequest { id }),
         ..Default::default()
     };
-    match tokio::time::timeout(REVOKE_TIMEOUT, server.propose(req)).await {
+    match tokio::time::timeout(REVOKE_TIMEOUT, server.propose_as_root(req)).await {
         Ok(Ok(_)) | Ok(Err(EtcdError::LeaseNotFound)) => {}
         // Leadership moved: the new leader's lessor takes over.
         Ok(Err(EtcdError::NotLeader | EtcdError::NoLeader | EtcdError::Stopped)) => {}
