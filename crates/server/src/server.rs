@@ -102,7 +102,7 @@ impl EtcdServer {
     ) -> Result<ApplyResponse> {
         let mut attempts = 0;
         loop {
-            let info = self.auth.resolve(caller)?;
+            let info = self.auth_info(caller).await?;
             let header = req.header.get_or_insert_with(Default::default);
             header.id = 0;
             header.username = info
@@ -130,14 +130,35 @@ impl EtcdServer {
     }
 
     /// Refuses a caller without the root role (while auth is enabled).
-    pub fn check_admin(&self, caller: &crate::auth::Caller) -> Result<()> {
-        let who = self.auth.resolve(caller)?;
+    pub async fn check_admin(&self, caller: &crate::auth::Caller) -> Result<()> {
+        let who = self.auth_info(caller).await?;
         self.auth.check_admin(who.as_ref())
     }
 
-    /// The caller's identity, checked: an invalid token fails the call.
-    pub fn auth_info(&self, caller: &crate::auth::Caller) -> Result<Option<crate::auth::AuthInfo>> {
-        self.auth.resolve(caller)
+    /// The caller's identity, checked: an invalid token fails the call. A simple token made by
+    /// an entry this member has not applied yet (the client authenticated on a member ahead of
+    /// this one) is looked up again once it has.
+    pub async fn auth_info(
+        &self,
+        caller: &crate::auth::Caller,
+    ) -> Result<Option<crate::auth::AuthInfo>> {
+        match self.auth.resolve(caller) {
+            Err(crate::error::EtcdError::InvalidAuthToken) => {
+                let index = caller
+                    .token
+                    .as_deref()
+                    .and_then(crate::auth::token::simple_token_index);
+                match index {
+                    Some(i) if i > self.raft.applied_index() => {
+                        let wait = self.raft.wait_applied(i);
+                        let _ = tokio::time::timeout(request_timeout(&self.cfg), wait).await;
+                        self.auth.resolve(caller)
+                    }
+                    _ => Err(crate::error::EtcdError::InvalidAuthToken),
+                }
+            }
+            r => r,
+        }
     }
 
     /// Waits until this member has applied everything committed before the call (ReadIndex),

@@ -104,6 +104,15 @@ impl TokenProvider {
     }
 }
 
+/// The raft index a simple token names (`<letters>.<index>`).
+pub fn simple_token_index(token: &str) -> Option<u64> {
+    let (prefix, index) = token.rsplit_once('.')?;
+    if prefix.len() != SIMPLE_TOKEN_LEN {
+        return None;
+    }
+    index.parse().ok()
+}
+
 struct SimpleToken {
     username: String,
     expires: Instant,

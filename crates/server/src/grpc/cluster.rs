@@ -40,7 +40,9 @@ impl Cluster for ClusterService {
         req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
         // Membership changes are for root alone, checked before anything else as in etcd.
-        self.server.check_admin(&crate::auth::Caller::of(&req))?;
+        self.server
+            .check_admin(&crate::auth::Caller::of(&req))
+            .await?;
         let r = req.into_inner();
         let reply = self.server.member_add(r.peer_ur_ls, r.is_learner).await?;
         Ok(Response::new(MemberAddResponse {
@@ -55,7 +57,9 @@ impl Cluster for ClusterService {
         req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
         // Membership changes are for root alone, checked before anything else as in etcd.
-        self.server.check_admin(&crate::auth::Caller::of(&req))?;
+        self.server
+            .check_admin(&crate::auth::Caller::of(&req))
+            .await?;
         let reply = self.server.member_remove(req.into_inner().id).await?;
         Ok(Response::new(MemberRemoveResponse {
             header: Some(self.header(reply.header)),
@@ -68,7 +72,9 @@ impl Cluster for ClusterService {
         req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
         // Membership changes are for root alone, checked before anything else as in etcd.
-        self.server.check_admin(&crate::auth::Caller::of(&req))?;
+        self.server
+            .check_admin(&crate::auth::Caller::of(&req))
+            .await?;
         let r = req.into_inner();
         let reply = self.server.member_update(r.id, r.peer_ur_ls).await?;
         Ok(Response::new(MemberUpdateResponse {
@@ -97,7 +103,9 @@ impl Cluster for ClusterService {
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
         // Membership changes are for root alone, checked before anything else as in etcd.
-        self.server.check_admin(&crate::auth::Caller::of(&req))?;
+        self.server
+            .check_admin(&crate::auth::Caller::of(&req))
+            .await?;
         let reply = self.server.member_promote(req.into_inner().id).await?;
         Ok(Response::new(MemberPromoteResponse {
             header: Some(self.header(reply.header)),

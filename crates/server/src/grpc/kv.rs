@@ -179,7 +179,7 @@ impl Kv for KvService {
         if !r.serializable {
             self.server.read_index().await?;
         }
-        let who = self.server.auth_info(&caller)?;
+        let who = self.server.auth_info(&caller).await?;
         self.server
             .auth
             .check_range(who.as_ref(), &r.key, &r.range_end)?;
@@ -235,7 +235,7 @@ impl Kv for KvService {
             if !txn_is_serializable(&r) {
                 self.server.read_index().await?;
             }
-            let who = self.server.auth_info(&caller)?;
+            let who = self.server.auth_info(&caller).await?;
             self.server.auth.check_txn_reads(who.as_ref(), &r)?;
             let mut resp = self.server.store.read_txn(&r)?;
             let revision = resp.header.as_ref().map_or(0, |h| h.revision);

@@ -29,9 +29,10 @@ type SnapshotStream =
 
 impl MaintenanceService {
     /// Defragment, Snapshot, Hash and HashKV are for root alone.
-    fn admin_only<T>(&self, req: &Request<T>) -> Result<(), Status> {
+    async fn admin_only<T>(&self, req: &Request<T>) -> Result<(), Status> {
         self.server
             .check_admin(&Caller::of(req))
+            .await
             .map_err(auth_package_error)
     }
 }
@@ -52,6 +53,7 @@ impl Maintenance for MaintenanceService {
         // No permission is needed, but a token that is sent must be valid.
         self.server
             .auth_info(&Caller::of(&req))
+            .await
             .map_err(auth_package_error)?;
         // Through raft, as etcd does; its answer has no header.
         Ok(Response::new(self.server.alarm(req.into_inner()).await?))
@@ -88,7 +90,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        self.admin_only(&req)?;
+        self.admin_only(&req).await?;
         // Unlike etcd, the member keeps serving meanwhile (see mvcc::defrag).
         tracing::info!("starting to defragment the storage backend...");
         let store = self.server.store.clone();
@@ -116,7 +118,7 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        self.admin_only(&req)?;
+        self.admin_only(&req).await?;
         let (hash, _) = self.server.store.hash_kv(0)?;
         Ok(Response::new(HashResponse {
             header: Some(self.server.header()),
@@ -128,7 +130,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        self.admin_only(&req)?;
+        self.admin_only(&req).await?;
         let rev = req.into_inner().revision;
         let header = self.server.header();
         let (hash, compact_revision) = self.server.store.hash_kv(rev)?;
@@ -148,7 +150,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        self.admin_only(&req)?;
+        self.admin_only(&req).await?;
         let db = self.server.cfg.backend_path();
         let snap_dir = db.parent().map_or_else(|| db.clone(), |d| d.to_path_buf());
         let stream = crate::backup::stream::snapshot_stream(self.server.store.clone(), snap_dir);

@@ -124,8 +124,8 @@ impl Session {
         // Dropping `self.stream` removes every watcher of this stream from the hub.
     }
 
-    fn check_read(&self, key: &[u8], range_end: &[u8]) -> Result<(), EtcdError> {
-        let who = self.server.auth_info(&self.caller)?;
+    async fn check_read(&self, key: &[u8], range_end: &[u8]) -> Result<(), EtcdError> {
+        let who = self.server.auth_info(&self.caller).await?;
         self.server.auth.check_range(who.as_ref(), key, range_end)
     }
 
@@ -136,7 +136,7 @@ impl Session {
     async fn on_request(&mut self, req: WatchRequest) -> Result<(), Gone> {
         match req.request_union {
             Some(RequestUnion::CreateRequest(c)) => {
-                if let Err(e) = self.check_read(&c.key, &c.range_end) {
+                if let Err(e) = self.check_read(&c.key, &c.range_end).await {
                     // Refused watches get id -1 and the error in grpc-go's words, as in etcd.
                     let resp = WatchResponse {
                         header: Some(self.server.header()),
