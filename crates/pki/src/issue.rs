@@ -11,8 +11,13 @@ use std::time::{Duration, SystemTime};
 /// What a certificate is for, which decides its extended key usages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Usage {
-    /// TLS server: serverAuth.
+    /// A member's client-port certificate: serverAuth and clientAuth. etcd's gRPC gateway dials
+    /// its own client port presenting this certificate as a client certificate, so under
+    /// `--client-cert-auth` a server certificate without clientAuth makes a real etcd refuse its
+    /// own gateway ("certificate specifies an incompatible key usage").
     Server,
+    /// serverAuth only, for servers that never present their certificate as a client.
+    ServerOnly,
     /// TLS client: clientAuth.
     Client,
     /// A member's peer certificate: serverAuth and clientAuth, because a member both accepts
@@ -26,10 +31,11 @@ impl std::str::FromStr for Usage {
     fn from_str(s: &str) -> Result<Usage, PkiError> {
         match s.to_ascii_lowercase().as_str() {
             "server" => Ok(Usage::Server),
+            "server-only" => Ok(Usage::ServerOnly),
             "client" => Ok(Usage::Client),
             "peer" => Ok(Usage::Peer),
             _ => Err(PkiError::Invalid(format!(
-                "unknown usage {s:?} (expected server, client or peer)"
+                "unknown usage {s:?} (expected server, server-only, client or peer)"
             ))),
         }
     }
@@ -108,9 +114,9 @@ fn leaf_params(req: &CertRequest) -> Result<CertificateParams, PkiError> {
         params.key_usages.push(KeyUsagePurpose::KeyEncipherment);
     }
     params.extended_key_usages = match req.usage {
-        Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        Usage::ServerOnly => vec![ExtendedKeyUsagePurpose::ServerAuth],
         Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
-        Usage::Peer => vec![
+        Usage::Server | Usage::Peer => vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ],

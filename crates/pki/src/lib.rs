@@ -7,7 +7,8 @@
 //!
 //! - [`new_ca`], [`issue`], [`self_signed`]: keys and certificates, as PEM texts ([`Pem`]);
 //! - [`inspect_pem`]: what a certificate says ([`CertInfo`]): names, SANs, validity, usages;
-//! - [`crl`]: a certificate revocation list signed by a CA;
+//! - [`crl`]: a certificate revocation list signed by a CA; [`inspect_crl_pem`] reads one back;
+//! - [`is_signed_by`], [`crl_is_signed_by`]: whether a CA really signed a certificate or CRL;
 //! - [`write_pem_files`] / [`Pem::read_files`]: the `NAME.crt` + `NAME.key` pair on disk.
 //!
 //! Signing uses rcgen with ring; RSA keys come from the `rsa` crate because ring cannot
@@ -15,6 +16,7 @@
 //! and rustls both load.
 
 mod crl;
+mod crl_info;
 mod error;
 mod files;
 mod inspect;
@@ -23,13 +25,16 @@ mod key;
 mod serial;
 #[cfg(test)]
 mod tests;
+mod verify;
 
 pub use crl::crl;
+pub use crl_info::{inspect_crl_pem, CrlInfo};
 pub use error::PkiError;
 pub use files::write_pem_files;
 pub use inspect::{inspect_pem, CertInfo};
 pub use issue::{issue, new_ca, self_signed, CertRequest, Usage};
 pub use key::KeyAlgo;
+pub use verify::{crl_is_signed_by, is_signed_by};
 
 /// A certificate and its private key as PEM texts.
 #[derive(Clone, PartialEq, Eq)]

@@ -86,7 +86,7 @@ fn round_trip(algo: KeyAlgo, key_name: &str) {
             "::1".parse().unwrap()
         ]
     );
-    assert_eq!(info.ext_key_usage, ["serverAuth"]);
+    assert_eq!(info.ext_key_usage, ["serverAuth", "clientAuth"]);
     assert!(info.key_usage.contains(&"digitalSignature".to_string()));
     assert_eq!(info.key_algorithm, key_name);
     assert_eq!(info.serial_hex.len(), 32);
@@ -102,6 +102,8 @@ fn round_trip(algo: KeyAlgo, key_name: &str) {
 
     let peer = issue(&ca, &req("node1", &["10.0.0.1"], algo, Usage::Peer)).unwrap();
     assert_eq!(only(&peer.cert).ext_key_usage, ["serverAuth", "clientAuth"]);
+    let strict = issue(&ca, &req("n", &["n1"], algo, Usage::ServerOnly)).unwrap();
+    assert_eq!(only(&strict.cert).ext_key_usage, ["serverAuth"]);
     let client = issue(&ca, &req("root", &[], algo, Usage::Client)).unwrap();
     let client = only(&client.cert);
     assert_eq!(client.ext_key_usage, ["clientAuth"]);
@@ -131,6 +133,19 @@ fn rsa_leaf_can_be_signed_by_an_ecdsa_ca() {
     assert_eq!(info.key_algorithm, "RSA 2048");
     assert!(info.key_usage.contains(&"keyEncipherment".to_string()));
     assert_signed_by(&leaf.cert, &ca.cert);
+}
+
+#[test]
+fn signatures_tell_apart_cas_with_the_same_name() {
+    let a = new_ca("oxcd-ca", KeyAlgo::EcdsaP256, DAY).unwrap();
+    let b = new_ca("oxcd-ca", KeyAlgo::Rsa2048, DAY).unwrap();
+    let leaf = issue(&a, &req("c", &[], KeyAlgo::EcdsaP256, Usage::Client)).unwrap();
+    assert!(is_signed_by(&leaf.cert, &a.cert).unwrap());
+    assert!(!is_signed_by(&leaf.cert, &b.cert).unwrap());
+    let list = crl(&b, &[], DAY).unwrap();
+    assert!(crl_is_signed_by(&list, &b.cert).unwrap());
+    assert!(!crl_is_signed_by(&list, &a.cert).unwrap());
+    assert!(is_signed_by(&leaf.key, &a.cert).is_err());
 }
 
 #[test]
@@ -227,6 +242,7 @@ fn key_algo_names() {
     }
     assert!("dsa".parse::<KeyAlgo>().is_err());
     assert_eq!("Peer".parse::<Usage>().unwrap(), Usage::Peer);
+    assert_eq!("server-only".parse::<Usage>().unwrap(), Usage::ServerOnly);
     assert!("both".parse::<Usage>().is_err());
 }
 
@@ -266,7 +282,12 @@ fn crl_lists_the_revoked_serials() {
             .iter_revoked_certificates()
             .map(|r| r.serial().to_str_radix(16))
             .collect();
-        assert_eq!(listed, [serial, "1f".to_string()]);
+        assert_eq!(listed, [serial.clone(), "1f".to_string()]);
+        let info = inspect_crl_pem(&text).unwrap();
+        assert_eq!(info.len(), 1);
+        assert_eq!(info[0].issuer, "CN=ca");
+        assert_eq!(info[0].revoked_serials_hex, [serial, "1f".to_string()]);
+        assert!(info[0].number_hex.is_some() && info[0].next_update.is_some());
         let next = parsed.next_update().unwrap().timestamp();
         let this = parsed.last_update().timestamp();
         assert!((next - this - 86_400).abs() <= 1);
@@ -280,7 +301,11 @@ fn crl_lists_the_revoked_serials() {
     let ca = new_ca("ca", KeyAlgo::EcdsaP256, DAY).unwrap();
     assert!(crl(&ca, &["zz".into()], DAY).is_err());
     assert!(crl(&ca, &[], Duration::ZERO).is_err());
-    assert!(crl(&ca, &[], DAY).is_ok());
+    let empty = crl(&ca, &[], DAY).unwrap();
+    assert!(inspect_crl_pem(&empty).unwrap()[0]
+        .revoked_serials_hex
+        .is_empty());
+    assert!(inspect_crl_pem(&ca.cert).is_err());
 }
 
 #[cfg(unix)]

@@ -7,7 +7,11 @@
 //!
 //! - `defrag --data-dir DIR`: rewrites the stopped member's backend into a packed file.
 //!
+//! - `pki ca|issue|show|crl`: a certificate authority for the cluster's TLS (see `pki.rs`).
+//!
 //! Both snapshot commands share `oxcd_server::backup` with `oxctl snapshot ...`, so the two print the same.
+
+mod pki;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 use oxcd_server::backup::{self, log::Sink, RestoreOptions};
@@ -36,6 +40,11 @@ enum Cmd {
     Snapshot {
         #[command(subcommand)]
         cmd: SnapshotCmd,
+    },
+    /// Makes and inspects TLS certificates: a CA, server/peer/client certificates, CRLs
+    Pki {
+        #[command(subcommand)]
+        cmd: pki::PkiCmd,
     },
     /// Prints the version of oxutl
     Version,
@@ -134,6 +143,7 @@ fn one_arg(args: &[String], cmd: &str) -> Result<String, Failure> {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.cmd {
         Cmd::Defrag(a) => defrag(&a.data_dir),
+        Cmd::Pki { cmd } => pki::run(cmd, &cli.write_out),
         Cmd::Version => {
             println!("oxutl version: {}", env!("CARGO_PKG_VERSION"));
             println!("API version: {}", api_version());
