@@ -666,6 +666,8 @@ pub enum AuthCmd {
     Enable(Rest),
     /// Disables authentication
     Disable(Rest),
+    /// Returns authentication status
+    Status(Rest),
 }
 
 #[derive(Subcommand, Debug)]

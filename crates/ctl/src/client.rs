@@ -287,6 +287,12 @@ impl Client {
         AuthEnableResponse
     );
     unary!(
+        auth_status,
+        AuthClient,
+        AuthStatusRequest,
+        AuthStatusResponse
+    );
+    unary!(
         auth_disable,
         AuthClient,
         AuthDisableRequest,

@@ -95,20 +95,28 @@ fn tls_from(g: &GlobalArgs) -> Result<TlsConfig> {
 
 /// `--user name[:password]` / `--password`; prompts when the password is
 /// missing, as etcdctl does.
+/// Like clientv3, an empty user name or password means no Authenticate at
+/// all: requests then go without a token (`user name is empty` when auth is
+/// on).
 fn auth_from(g: &GlobalArgs) -> Result<Option<(String, String)>> {
     if g.user.is_empty() {
         return Ok(None);
     }
-    if !g.password.is_empty() {
-        return Ok(Some((g.user.clone(), g.password.clone())));
-    }
-    match g.user.split_once(':') {
-        Some((u, p)) => Ok(Some((u.to_string(), p.to_string()))),
-        None => {
-            let pw = prompt_password("Password: ").map_err(|e| CtlError::new(EXIT_ERROR, e))?;
-            Ok(Some((g.user.clone(), pw)))
+    let (user, password) = if !g.password.is_empty() {
+        (g.user.clone(), g.password.clone())
+    } else {
+        match g.user.split_once(':') {
+            Some((u, p)) => (u.to_string(), p.to_string()),
+            None => {
+                let pw = prompt_password("Password: ").map_err(|e| CtlError::new(EXIT_ERROR, e))?;
+                (g.user.clone(), pw)
+            }
         }
+    };
+    if user.is_empty() || password.is_empty() {
+        return Ok(None);
     }
+    Ok(Some((user, password)))
 }
 
 /// Reads a password without echo when stdin is a terminal (like speakeasy).

@@ -1,7 +1,8 @@
-//! `auth enable|disable`
+//! `auth enable|disable|status`
 
 use oxcd_api::etcdserverpb::{
-    AuthDisableRequest, AuthEnableRequest, AuthRoleAddRequest, AuthUserGrantRoleRequest,
+    AuthDisableRequest, AuthEnableRequest, AuthRoleAddRequest, AuthStatusRequest,
+    AuthUserGrantRoleRequest,
 };
 
 use crate::cli::{AuthCmd, GlobalArgs};
@@ -54,6 +55,18 @@ pub async fn run(g: &GlobalArgs, cmd: &AuthCmd) -> Result<()> {
             c.auth_disable(AuthDisableRequest {}).await?;
             outln("Authentication Disabled");
             Ok(())
+        }
+        // etcdctl 3.5's command (3.4 has neither the command nor the RPC).
+        AuthCmd::Status(a) => {
+            if !a.args.is_empty() {
+                return Err(CtlError::new(
+                    EXIT_BAD_ARGS,
+                    "auth status command does not accept any arguments",
+                ));
+            }
+            let (c, d) = super::client(g).await?;
+            let r = c.auth_status(AuthStatusRequest {}).await?;
+            d.auth_status(&r)
         }
     }
 }

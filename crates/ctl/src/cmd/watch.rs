@@ -183,7 +183,9 @@ fn cancel_error(r: &WatchResponse) -> String {
         return COMPACTED.into();
     }
     if !r.cancel_reason.is_empty() {
-        if r.cancel_reason.starts_with("etcdserver: ") {
+        // A watch refused at creation (e.g. permission denied): clientv3
+        // reports the server's reason as it is.
+        if r.cancel_reason.starts_with("etcdserver: ") || r.created || r.watch_id == -1 {
             return r.cancel_reason.clone();
         }
         return format!(

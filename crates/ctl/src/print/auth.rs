@@ -2,8 +2,8 @@
 
 use oxcd_api::authpb::Permission;
 use oxcd_api::etcdserverpb::{
-    AuthRoleGetResponse, AuthRoleListResponse, AuthUserGetResponse, AuthUserListResponse,
-    ResponseHeader,
+    AuthRoleGetResponse, AuthRoleListResponse, AuthStatusResponse, AuthUserGetResponse,
+    AuthUserListResponse, ResponseHeader,
 };
 
 use super::json::{self, Obj};
@@ -68,6 +68,31 @@ impl Display {
             Format::Json => outln(&json::header_only(h)),
             Format::Fields => fields::hdr(&hdr(h)),
             Format::Protobuf => protobuf::message(m),
+            Format::Table => return Err(unsupported(self.format)),
+        }
+        Ok(())
+    }
+
+    /// `auth status`, as etcdctl 3.5 prints it.
+    pub fn auth_status(&self, r: &AuthStatusResponse) -> Result<()> {
+        match self.format {
+            Format::Simple => {
+                outln(&format!("Authentication Status: {}", r.enabled));
+                outln(&format!("AuthRevision: {}", r.auth_revision));
+            }
+            Format::Json => outln(
+                &Obj::new()
+                    .opt("header", r.header.map(|h| json::header(&h)))
+                    .boolean("enabled", r.enabled, true)
+                    .int("authRevision", r.auth_revision, true)
+                    .done(),
+            ),
+            Format::Fields => {
+                fields::hdr(&hdr(&r.header));
+                outln(&format!("\"Enabled\" : {}", r.enabled));
+                outln(&format!("\"AuthRevision\" : {}", r.auth_revision));
+            }
+            Format::Protobuf => protobuf::message(r),
             Format::Table => return Err(unsupported(self.format)),
         }
         Ok(())
