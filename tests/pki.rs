@@ -380,6 +380,140 @@ fn show_checks_hosts_before_a_member_is_added() {
     );
 }
 
+/// `openssl args...` (a second, independent verifier), or `None` when openssl is not installed.
+fn openssl(args: &[&str]) -> Option<Output> {
+    let bin = Path::new("/usr/bin/openssl");
+    if !bin.exists() {
+        eprintln!("skipped: no {}", bin.display());
+        return None;
+    }
+    let mut cmd = Command::new(bin);
+    cmd.args(args);
+    Some(oxcd_process_tests::ctl::run(
+        cmd,
+        None,
+        Duration::from_secs(30),
+    ))
+}
+
+/// A CA's certificate and key in `dir`: made by openssl with a SEC1 EC key or a PKCS#1 RSA key
+/// (as cfssl also writes them), or by `oxutl pki ca`.
+fn make_ca(dir: &Path, kind: &str) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    if kind == "oxutl" {
+        oxutl_ok(&["pki", "ca", "--out-dir", p(dir)]);
+        return (dir.join("ca.crt"), dir.join("ca.key"));
+    }
+    let (ca, key) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
+    let (genkey, label) = match kind {
+        "openssl-ec" => (
+            vec![
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                p(&key),
+            ],
+            "EC PRIVATE KEY",
+        ),
+        _ => (
+            vec!["genrsa", "-traditional", "-out", p(&key), "2048"],
+            "RSA PRIVATE KEY",
+        ),
+    };
+    let out = openssl(&genkey).unwrap();
+    assert_eq!(out.code, 0, "{out}");
+    let pem = std::fs::read_to_string(&key).unwrap();
+    assert!(pem.contains(&format!("BEGIN {label}")), "{pem}");
+    let mut req = vec![
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        p(&key),
+        "-subj",
+        "/CN=legacy-ca",
+    ];
+    req.extend(["-days", "10", "-out", p(&ca)]);
+    req.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+    req.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+    let out = openssl(&req).unwrap();
+    assert_eq!(out.code, 0, "{out}");
+    (ca, key)
+}
+
+/// A CA made elsewhere (openssl, as cfssl also writes keys: SEC1 EC and PKCS#1 RSA) keeps
+/// issuing through `--ca-cert --ca-key`; openssl verifies the chain, the purposes and the CRLs
+/// of what `oxutl pki` issues, from those CAs and from its own.
+#[test]
+fn openssl_verifies_and_openssl_cas_keep_issuing() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    if openssl(&["version"]).is_none() {
+        return;
+    }
+    for kind in ["openssl-ec", "openssl-rsa", "oxutl"] {
+        let dir = tmp.path().join(kind);
+        let (ca, key) = make_ca(&dir, kind);
+        let ca_flags = ["--ca-cert", p(&ca), "--ca-key", p(&key)];
+        let mut args = vec!["pki", "issue", "--name", "server", "--usage", "server"];
+        args.extend(["--hosts", "127.0.0.1", "--days", "5"]);
+        args.extend(ca_flags);
+        oxutl_ok(&args);
+        let mut args = vec!["pki", "issue", "--name", "client", "--usage", "client"];
+        args.extend(ca_flags);
+        oxutl_ok(&args);
+        let mut args = vec!["pki", "crl", "--revoke", "client.crt", "--out"];
+        let crl = dir.join("crl.pem");
+        args.push(p(&crl));
+        args.extend(ca_flags);
+        // `client.crt` is relative to the current directory, not the CA's: refused, not guessed.
+        oxutl_err(&args);
+        let client = dir.join("client.crt");
+        args[3] = p(&client);
+        oxutl_ok(&args);
+
+        // openssl: the chain holds, the usages fit the purposes, the CRL revokes the client.
+        let verify = |purpose: &str, cert: &str, extra: &[&str]| {
+            let mut a = vec!["verify", "-purpose", purpose, "-CAfile", p(&ca)];
+            a.extend(extra);
+            a.push(cert);
+            openssl(&a).unwrap()
+        };
+        let server = dir.join("server.crt");
+        for (purpose, cert) in [
+            ("sslserver", p(&server)),
+            ("sslclient", p(&server)),
+            ("sslclient", p(&client)),
+        ] {
+            let out = verify(purpose, cert, &[]);
+            assert_eq!(out.code, 0, "{kind} {purpose} {cert}\n{out}");
+        }
+        let out = verify("sslserver", p(&client), &[]);
+        assert_ne!(
+            out.code, 0,
+            "a client certificate passed as a server's\n{out}"
+        );
+        let out = verify(
+            "sslclient",
+            p(&client),
+            &["-crl_check", "-CRLfile", p(&crl)],
+        );
+        assert_ne!(out.code, 0, "{out}");
+        assert!(
+            out.stdout.contains("revoked") || out.stderr.contains("revoked"),
+            "{out}"
+        );
+        let out = verify(
+            "sslserver",
+            p(&server),
+            &["-crl_check", "-CRLfile", p(&crl)],
+        );
+        assert_eq!(out.code, 0, "{out}");
+    }
+}
+
 #[test]
 fn bad_input_is_refused_with_a_clear_error() {
     let tmp = tempfile::tempdir().expect("temp dir");

@@ -50,7 +50,27 @@ pub fn crl(
         crl_number: rcgen::SerialNumber::from_slice(&crl_number),
         issuing_distribution_point: None,
         revoked_certs,
-        key_identifier_method: KeyIdMethod::Sha256,
+        key_identifier_method: ca_key_id(&ca.cert)?,
     };
     Ok(params.signed_by(&issuer)?.pem()?)
+}
+
+/// How the CRL names its CA's key (authority key identifier): the CA certificate's own subject
+/// key identifier when it has one, since verifiers match the two, and a CA made by another tool
+/// (openssl hashes with SHA-1) need not derive it as rcgen does.
+fn ca_key_id(ca_cert_pem: &str) -> Result<KeyIdMethod, PkiError> {
+    use x509_parser::extensions::ParsedExtension;
+    let block = x509_parser::pem::parse_x509_pem(ca_cert_pem.as_bytes())
+        .map_err(|e| PkiError::Parse(format!("CA certificate: bad PEM: {e}")))?
+        .1;
+    let cert = block
+        .parse_x509()
+        .map_err(|e| PkiError::Parse(format!("CA certificate: {e}")))?;
+    let ski = cert
+        .iter_extensions()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+            _ => None,
+        });
+    Ok(ski.map_or(KeyIdMethod::Sha256, KeyIdMethod::PreSpecified))
 }

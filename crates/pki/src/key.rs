@@ -82,8 +82,9 @@ fn rsa_key_pair(pkcs8: &[u8]) -> Result<KeyPair, PkiError> {
     )?)
 }
 
-/// Reads the first private key in a PEM text: PKCS#8 (`PRIVATE KEY`) as this crate writes, or
-/// PKCS#1 (`RSA PRIVATE KEY`) as openssl and cfssl write RSA keys.
+/// Reads the first private key in a PEM text: PKCS#8 (`PRIVATE KEY`) as this crate writes,
+/// PKCS#1 (`RSA PRIVATE KEY`) or SEC1 (`EC PRIVATE KEY`) as openssl and cfssl write them, so a CA
+/// made by those tools can go on issuing with this one.
 pub(crate) fn load(pem: &str) -> Result<KeyPair, PkiError> {
     for block in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
         let block = block.map_err(|e| PkiError::Key(format!("bad PEM: {e}")))?;
@@ -102,8 +103,42 @@ pub(crate) fn load(pem: &str) -> Result<KeyPair, PkiError> {
                     .map_err(|e| PkiError::Key(format!("encoding an RSA key: {e}")))?;
                 return rsa_key_pair(der.as_bytes());
             }
+            "EC PRIVATE KEY" => {
+                return KeyPair::try_from(sec1_to_pkcs8(&block.contents)?)
+                    .map_err(|e| PkiError::Key(format!("unsupported EC key: {e}")))
+            }
             _ => continue,
         }
     }
     Err(PkiError::Key("no PRIVATE KEY block in the PEM text".into()))
+}
+
+/// Wraps a SEC1 EC key in PKCS#8, the only form ring reads: the curve moves to the outer
+/// algorithm identifier (ring wants it there and not repeated inside), and the public key,
+/// which ring requires, must already be in the SEC1 key (openssl and cfssl write it).
+fn sec1_to_pkcs8(sec1_der: &[u8]) -> Result<Vec<u8>, PkiError> {
+    use rsa::pkcs8::der::asn1::{AnyRef, ObjectIdentifier};
+    use rsa::pkcs8::der::{Decode, Encode};
+    use rsa::pkcs8::{AlgorithmIdentifierRef, PrivateKeyInfo};
+    const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+    let bad = |e: &dyn fmt::Display| PkiError::Key(format!("bad SEC1 EC key: {e}"));
+    let mut key = sec1::EcPrivateKey::from_der(sec1_der).map_err(|e| bad(&e))?;
+    let curve = key
+        .parameters
+        .and_then(|p| p.named_curve())
+        .ok_or_else(|| bad(&"it does not name its curve"))?;
+    if key.public_key.is_none() {
+        return Err(bad(&"it lacks its public key"));
+    }
+    key.parameters = None;
+    let inner = key.to_der().map_err(|e| bad(&e))?;
+    let info = PrivateKeyInfo {
+        algorithm: AlgorithmIdentifierRef {
+            oid: EC_PUBLIC_KEY,
+            parameters: Some(AnyRef::from(&curve)),
+        },
+        private_key: &inner,
+        public_key: None,
+    };
+    info.to_der().map_err(|e| bad(&e))
 }

@@ -164,6 +164,59 @@ fn a_pkcs1_rsa_ca_key_is_accepted() {
     assert_signed_by(&leaf.cert, &ca.cert);
 }
 
+/// `der` as a PEM block of `label`, 64 characters a line.
+fn pem_wrap(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// A PKCS#8 EC key rewritten as SEC1 the way openssl writes it: curve inside, public key kept
+/// (or dropped, to see the error).
+fn to_sec1_pem(pkcs8_pem: &str, keep_public: bool) -> String {
+    use rsa::pkcs8::der::{Decode, Encode};
+    let block = x509_parser::pem::parse_x509_pem(pkcs8_pem.as_bytes())
+        .unwrap()
+        .1;
+    let info = rsa::pkcs8::PrivateKeyInfo::from_der(&block.contents).unwrap();
+    let curve = info.algorithm.parameters_oid().unwrap();
+    let mut key = sec1::EcPrivateKey::from_der(info.private_key).unwrap();
+    key.parameters = Some(sec1::EcParameters::NamedCurve(curve));
+    if !keep_public {
+        key.public_key = None;
+    }
+    pem_wrap("EC PRIVATE KEY", &key.to_der().unwrap())
+}
+
+#[test]
+fn a_sec1_ec_ca_key_is_accepted() {
+    for algo in [KeyAlgo::EcdsaP256, KeyAlgo::EcdsaP384] {
+        let ca = new_ca("ca", algo, DAY).unwrap();
+        let sec1_ca = Pem {
+            cert: ca.cert.clone(),
+            key: to_sec1_pem(&ca.key, true),
+        };
+        assert!(sec1_ca.key.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+        let leaf = issue(&sec1_ca, &req("n", &["n1"], algo, Usage::Server)).unwrap();
+        assert!(is_signed_by(&leaf.cert, &ca.cert).unwrap());
+        assert!(crl(&sec1_ca, &[], DAY).is_ok());
+        let no_public = Pem {
+            cert: ca.cert.clone(),
+            key: to_sec1_pem(&ca.key, false),
+        };
+        let err = issue(&no_public, &req("n", &[], algo, Usage::Client)).unwrap_err();
+        assert!(err.to_string().contains("lacks its public key"), "{err}");
+    }
+}
+
 #[test]
 fn self_signed_names_itself_as_issuer() {
     let r = req("auto", &["127.0.0.1"], KeyAlgo::EcdsaP256, Usage::Peer);

@@ -55,11 +55,58 @@ pub struct CaArgs {
     force: bool,
 }
 
+/// Where the signing CA is: `--ca-dir` as `oxutl pki ca` made it, or any certificate and key
+/// files, e.g. cfssl's `ca.pem` and `ca-key.pem` when moving an existing CA over.
+#[derive(Args)]
+pub struct CaFiles {
+    /// Directory holding the CA's ca.crt and ca.key
+    #[arg(long, required_unless_present_all = ["ca_cert", "ca_key"])]
+    ca_dir: Option<PathBuf>,
+    /// The CA certificate, instead of DIR/ca.crt
+    #[arg(long, requires = "ca_key")]
+    ca_cert: Option<PathBuf>,
+    /// The CA key (PKCS#8, PKCS#1 RSA or SEC1 EC PEM), instead of DIR/ca.key
+    #[arg(long, requires = "ca_cert")]
+    ca_key: Option<PathBuf>,
+}
+
+impl CaFiles {
+    fn paths(&self) -> (PathBuf, PathBuf) {
+        let dir = self.ca_dir.clone().unwrap_or_default();
+        (
+            self.ca_cert.clone().unwrap_or_else(|| dir.join("ca.crt")),
+            self.ca_key.clone().unwrap_or_else(|| dir.join("ca.key")),
+        )
+    }
+
+    /// Where issued files go by default: the CA's directory.
+    fn dir(&self) -> PathBuf {
+        match (&self.ca_dir, &self.ca_cert) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(cert)) => cert.parent().map(Path::to_path_buf).unwrap_or_default(),
+            (None, None) => PathBuf::new(),
+        }
+    }
+
+    fn read(&self) -> Result<Pem, Failure> {
+        let (crt, key) = self.paths();
+        for p in [&crt, &key] {
+            if !p.exists() {
+                return Err(fail(format!(
+                    "{}: no such file (create a CA with `oxutl pki ca --out-dir {}`)",
+                    p.display(),
+                    self.dir().display()
+                )));
+            }
+        }
+        Pem::read_files(&crt, &key).map_err(|e| fail(e.to_string()))
+    }
+}
+
 #[derive(Args)]
 pub struct IssueArgs {
-    /// Directory holding the CA's ca.crt and ca.key
-    #[arg(long)]
-    ca_dir: PathBuf,
+    #[command(flatten)]
+    ca: CaFiles,
     /// File name stem: writes NAME.crt and NAME.key
     #[arg(long)]
     name: String,
@@ -107,9 +154,8 @@ pub struct ShowArgs {
 
 #[derive(Args)]
 pub struct CrlArgs {
-    /// Directory holding the CA's ca.crt and ca.key
-    #[arg(long)]
-    ca_dir: PathBuf,
+    #[command(flatten)]
+    ca: CaFiles,
     /// Serial number (hex, `:` allowed) or certificate file to revoke (comma-separated or
     /// repeated)
     #[arg(long, value_delimiter = ',')]
@@ -193,12 +239,12 @@ fn issue(a: IssueArgs) -> Result<(), Failure> {
         ));
     }
     let valid_for = days(a.days)?;
-    let ca = read_ca(&a.ca_dir)?;
+    let ca = a.ca.read()?;
     let ca_info = first_cert(&ca.cert)?;
     if !ca_info.is_ca {
         return Err(fail(format!(
             "{} is not a CA certificate",
-            a.ca_dir.join("ca.crt").display()
+            a.ca.paths().0.display()
         )));
     }
     if ca_info.expires_within(Duration::ZERO) {
@@ -207,7 +253,7 @@ fn issue(a: IssueArgs) -> Result<(), Failure> {
             rfc3339(ca_info.not_after)
         )));
     }
-    let out_dir = a.out_dir.unwrap_or_else(|| a.ca_dir.clone());
+    let out_dir = a.out_dir.unwrap_or_else(|| a.ca.dir());
     let (crt, key) = (
         out_dir.join(format!("{}.crt", a.name)),
         out_dir.join(format!("{}.key", a.name)),
@@ -249,7 +295,7 @@ fn issue(a: IssueArgs) -> Result<(), Failure> {
 }
 
 fn crl(a: CrlArgs) -> Result<(), Failure> {
-    let ca = read_ca(&a.ca_dir)?;
+    let ca = a.ca.read()?;
     let mut serials = Vec::new();
     if a.append && a.out.exists() {
         let old = read(&a.out)?;
@@ -546,20 +592,6 @@ fn first_cert(pem: &str) -> Result<CertInfo, Failure> {
 
 fn read(path: &Path) -> Result<String, Failure> {
     std::fs::read_to_string(path).map_err(|e| fail(format!("{}: {e}", path.display())))
-}
-
-fn read_ca(dir: &Path) -> Result<Pem, Failure> {
-    let (crt, key) = (dir.join("ca.crt"), dir.join("ca.key"));
-    for p in [&crt, &key] {
-        if !p.exists() {
-            return Err(fail(format!(
-                "{}: no such file (create a CA with `oxutl pki ca --out-dir {}`)",
-                p.display(),
-                dir.display()
-            )));
-        }
-    }
-    Pem::read_files(&crt, &key).map_err(|e| fail(e.to_string()))
 }
 
 fn write(dir: &Path, stem: &str, pem: &Pem) -> Result<(), Failure> {
