@@ -51,6 +51,13 @@ pub fn inspect_pem(pem: &str) -> Result<Vec<CertInfo>, PkiError> {
     Ok(out)
 }
 
+/// One DER-encoded certificate, e.g. a peer's leaf as a TLS library hands it over.
+pub fn inspect_der(der: &[u8]) -> Result<CertInfo, PkiError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| PkiError::Parse(format!("bad X.509 certificate: {e}")))?;
+    info(&cert)
+}
+
 fn info(cert: &X509Certificate<'_>) -> Result<CertInfo, PkiError> {
     let bad = |e: x509_parser::error::X509Error| PkiError::Parse(format!("bad extension: {e}"));
     let mut dns_names = Vec::new();

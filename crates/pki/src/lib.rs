@@ -6,7 +6,7 @@
 //! existing ones, for `oxutl pki`, for the server (`--auto-tls`, the expiry warning) and for tests.
 //!
 //! - [`new_ca`], [`issue`], [`self_signed`]: keys and certificates, as PEM texts ([`Pem`]);
-//! - [`inspect_pem`]: what a certificate says ([`CertInfo`]): names, SANs, validity, usages;
+//! - [`inspect_pem`], [`inspect_der`]: what a certificate says ([`CertInfo`]): names, SANs, validity, usages;
 //! - [`crl`]: a certificate revocation list signed by a CA; [`inspect_crl_pem`] reads one back;
 //! - [`is_signed_by`], [`crl_is_signed_by`]: whether a CA really signed a certificate or CRL;
 //! - [`write_pem_files`] / [`Pem::read_files`]: the `NAME.crt` + `NAME.key` pair on disk.
@@ -31,7 +31,7 @@ pub use crl::crl;
 pub use crl_info::{inspect_crl_pem, CrlInfo};
 pub use error::PkiError;
 pub use files::write_pem_files;
-pub use inspect::{inspect_pem, CertInfo};
+pub use inspect::{inspect_der, inspect_pem, CertInfo};
 pub use issue::{issue, new_ca, self_signed, CertRequest, Usage};
 pub use key::KeyAlgo;
 pub use verify::{crl_is_signed_by, is_signed_by};

@@ -308,6 +308,12 @@ fn inspect_reads_bundles_and_refuses_non_certificates() {
     let names: Vec<_> = infos.iter().map(|i| i.subject.as_str()).collect();
     assert_eq!(names, ["CN=a", "CN=b"]);
     assert!(inspect_pem(&a.key).is_err());
+    let der = x509_parser::pem::parse_x509_pem(b.cert.as_bytes())
+        .unwrap()
+        .1
+        .contents;
+    assert_eq!(inspect_der(&der).unwrap(), infos[1]);
+    assert!(inspect_der(&der[1..]).is_err());
     assert!(inspect_pem("").is_err());
     assert!(inspect_pem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err());
 }
