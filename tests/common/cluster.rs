@@ -72,9 +72,29 @@ pub struct Cluster {
     cluster_id: u64,
     /// Extra flags after the standard ones.
     extra: Vec<String>,
+    /// https URLs, certificates and client flags; plain http by default.
+    secure: Secure,
     dir: Option<TempDir>,
     /// The logs were already part of a panic message.
     logs_shown: Cell<bool>,
+}
+
+/// `/health` over TLS: GET `path` on `127.0.0.1:port`.
+pub type TlsGet = Arc<dyn Fn(u16, &str) -> std::io::Result<http::Response> + Send + Sync>;
+
+/// TLS for a cluster (see `crate::tls` for certificates made for it).
+#[derive(Clone, Default)]
+pub struct Secure {
+    /// `https://` client URLs.
+    pub client_https: bool,
+    /// `https://` peer URLs.
+    pub peer_https: bool,
+    /// Flags for every member (certificate files, ...), after the standard ones.
+    pub server_flags: Vec<String>,
+    /// Flags for every etcdctl/oxctl run the cluster makes (`--cacert`, `--cert`, `--key`).
+    pub ctl_flags: Vec<String>,
+    /// How to GET `/health` over TLS (required with `client_https`).
+    pub get: Option<TlsGet>,
 }
 
 fn unique_token() -> String {
@@ -95,12 +115,21 @@ impl Cluster {
 
     /// Starts `size` members with `extra` flags appended to the standard ones.
     pub fn start_with(kind: Kind, size: usize, extra: &[&str]) -> Cluster {
+        let secure = Secure {
+            server_flags: extra.iter().map(|s| s.to_string()).collect(),
+            ..Secure::default()
+        };
+        Cluster::start_secure(kind, size, secure)
+    }
+
+    /// Starts `size` members with TLS as `secure` says.
+    pub fn start_secure(kind: Kind, size: usize, secure: Secure) -> Cluster {
         bins::require(&kind.bin());
         assert!(size >= 1, "a cluster needs a member");
         let mut last_error = String::new();
         for _attempt in 0..4 {
             let mut cluster = Cluster::unstarted(kind, size);
-            cluster.extra = extra.iter().map(|s| s.to_string()).collect();
+            cluster.set_secure(secure.clone());
             match cluster.launch() {
                 Ok(()) => return cluster,
                 // Lost a port race with another process: new ports, new data dirs.
@@ -138,6 +167,7 @@ impl Cluster {
             ids: Vec::new(),
             cluster_id: 0,
             extra: Vec::new(),
+            secure: Secure::default(),
             dir: Some(dir),
             logs_shown: Cell::new(false),
         }
@@ -164,6 +194,27 @@ impl Cluster {
                 self.logs_shown.set(true);
                 Err(format!("{e}\n{logs}"))
             }
+        }
+    }
+
+    /// Makes an unstarted cluster's URLs, member flags and clients use TLS as `secure` says.
+    pub fn set_secure(&mut self, secure: Secure) {
+        self.extra = secure.server_flags.clone();
+        self.secure = secure;
+    }
+
+    /// The TLS flags every ctl run gets, followed by `args`.
+    pub fn ctl_args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all: Vec<&str> = self.secure.ctl_flags.iter().map(String::as_str).collect();
+        all.extend_from_slice(args);
+        all
+    }
+
+    /// GET `path` on a client port, over TLS when the client URLs are https.
+    pub fn http_get(&self, port: u16, path: &str) -> std::io::Result<http::Response> {
+        match (&self.secure.get, self.secure.client_https) {
+            (Some(get), true) => get(port, path),
+            _ => http::get(port, path),
         }
     }
 
@@ -196,14 +247,24 @@ impl Cluster {
             .join(",")
     }
 
-    /// `http://127.0.0.1:C` of member `i`.
+    /// `http://127.0.0.1:C` (or `https://`) of member `i`.
     pub fn client_url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.nodes[i].client_port)
+        let scheme = if self.secure.client_https {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.nodes[i].client_port)
     }
 
-    /// `http://127.0.0.1:P` of member `i`.
+    /// `http://127.0.0.1:P` (or `https://`) of member `i`.
     pub fn peer_url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.nodes[i].peer_port)
+        let scheme = if self.secure.peer_https {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.nodes[i].peer_port)
     }
 
     /// The name (`m1`, ...) of member `i`.
@@ -314,17 +375,16 @@ impl Cluster {
                         }
                     }
                 }
-                match http::get(node.client_port, "/health") {
+                let port = node.client_port;
+                let name = &self.nodes[i].name;
+                match self.http_get(port, "/health") {
                     Ok(resp) if resp.status == 200 && resp.body.contains("\"true\"") => {}
                     Ok(resp) => {
-                        last = format!(
-                            "{}: /health answered {} {:?}",
-                            node.name, resp.status, resp.body
-                        );
+                        last = format!("{name}: /health answered {} {:?}", resp.status, resp.body);
                         still.push(i);
                     }
                     Err(e) => {
-                        last = format!("{}: /health: {e}", node.name);
+                        last = format!("{name}: /health: {e}");
                         still.push(i);
                     }
                 }
@@ -380,6 +440,11 @@ impl Cluster {
             Some(child) => matches!(child.try_wait(), Ok(None)),
             None => false,
         }
+    }
+
+    /// The process id of member `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
     }
 
     /// The running members.
@@ -454,17 +519,17 @@ impl Cluster {
 
     /// Runs the real etcdctl against member `i` alone.
     pub fn ctl(&self, i: usize, args: &[&str]) -> Output {
-        ctl(Ctl::Etcdctl, &self.endpoint(i), args)
+        ctl(Ctl::Etcdctl, &self.endpoint(i), &self.ctl_args(args))
     }
 
     /// Runs the real etcdctl with the given members as `--endpoints`.
     pub fn ctl_on(&self, members: &[usize], args: &[&str]) -> Output {
-        ctl(Ctl::Etcdctl, &self.endpoints(members), args)
+        ctl(Ctl::Etcdctl, &self.endpoints(members), &self.ctl_args(args))
     }
 
     /// Runs `which` against member `i` alone.
     pub fn ctl_with(&self, which: Ctl, i: usize, args: &[&str]) -> Output {
-        ctl(which, &self.endpoint(i), args)
+        ctl(which, &self.endpoint(i), &self.ctl_args(args))
     }
 
     /// Runs etcdctl against member `i` and panics (with the logs) unless it exits 0.

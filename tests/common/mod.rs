@@ -15,6 +15,7 @@
 //! * [`scenario`]: run the same ctl steps against etcd and oxcd and compare ([`compare`]).
 //! * [`restore`]: snapshot files, the offline tools that read them, restored clusters.
 //! * [`watch`]: the same for a long-running `watch` while writes happen.
+//! * [`tls`]: certificates for TLS clusters and a rustls client reading what a listener presents.
 
 pub mod b64;
 pub mod bins;
@@ -29,6 +30,7 @@ pub mod put_stream;
 pub mod reconfig;
 pub mod restore;
 pub mod scenario;
+pub mod tls;
 pub mod watch;
 
 pub use ctl::{ctl, Ctl, Output};

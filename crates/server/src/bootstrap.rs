@@ -28,9 +28,14 @@ pub fn join_existing(cfg: &Config) -> anyhow::Result<ClusterInfo> {
         .flat_map(|(_, urls)| urls.iter().cloned())
         .collect();
     let rt = tokio::runtime::Handle::current();
+    let dialer = crate::tls::PeerDialer::from_config(cfg)?;
     let mut existing = None;
     for url in &remote_urls {
-        match rt.block_on(crate::raft::transport::fetch_cluster(url, FETCH_TIMEOUT)) {
+        match rt.block_on(crate::raft::transport::fetch_cluster(
+            &dialer,
+            url,
+            FETCH_TIMEOUT,
+        )) {
             Ok(info) => {
                 existing = Some(info);
                 break;

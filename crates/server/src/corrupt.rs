@@ -21,7 +21,6 @@ use oxcd_api::etcdserverpb::alarm_request::AlarmAction;
 use oxcd_api::etcdserverpb::{AlarmRequest, AlarmType, InternalRaftRequest};
 use oxcd_api::oxcdpeer::peer_client::PeerClient;
 use oxcd_api::oxcdpeer::{HashKvRequest, HashKvResponse};
-use tonic::transport::Endpoint;
 
 use crate::config::Config;
 use crate::error::{EtcdError, Result};
@@ -75,6 +74,7 @@ fn remote_error(status: &tonic::Status) -> EtcdError {
 /// Asks every peer (all members but `local_id`) for its hash at `revision`, trying each of its
 /// peer URLs in turn, all peers at once.
 async fn peer_hashes(
+    dialer: &crate::tls::PeerDialer,
     info: &ClusterInfo,
     local_id: u64,
     revision: i64,
@@ -89,7 +89,7 @@ async fn peer_hashes(
     let asks = peers.into_iter().map(|(id, urls)| async move {
         let mut last = EtcdError::Internal("no peer URL".to_string());
         for url in &urls {
-            match ask(url, revision, timeout).await {
+            match ask(dialer, url, revision, timeout).await {
                 Ok(r) => {
                     return PeerHash {
                         id,
@@ -119,15 +119,16 @@ async fn peer_hashes(
 }
 
 async fn ask(
+    dialer: &crate::tls::PeerDialer,
     url: &str,
     revision: i64,
     timeout: Duration,
 ) -> std::result::Result<HashKvResponse, EtcdError> {
-    let ch = Endpoint::from_shared(url.to_string())
+    let endpoint = crate::tls::PeerDialer::endpoint(url)
         .map_err(|e| EtcdError::Internal(format!("{url}: {e}")))?
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(timeout)
-        .connect_lazy();
+        .timeout(timeout);
+    let ch = dialer.connect_lazy(url, endpoint);
     let call = async move {
         PeerClient::new(ch)
             .hash_kv(HashKvRequest { revision })
@@ -224,7 +225,8 @@ pub fn initial_check(cfg: &Config, store: &MvccStore, info: &ClusterInfo) -> any
         "starting initial corruption check"
     );
     let (hash, rev, crev) = hash_now(store)?;
-    let peers = block_on(peer_hashes(info, local, rev, timeout));
+    let dialer = crate::tls::PeerDialer::from_config(cfg)?;
+    let peers = block_on(peer_hashes(&dialer, info, local, rev, timeout));
     let mut mismatch = 0;
     for p in peers {
         let eps = p.endpoints.join(",");
@@ -314,7 +316,14 @@ async fn check(server: &Arc<EtcdServer>) -> Result<()> {
         .await
         .map_err(|e| EtcdError::Internal(e.to_string()))??;
     let info = server.membership.snapshot();
-    let peers = peer_hashes(&info, server.member_id(), rev, request_timeout(&server.cfg)).await;
+    let peers = peer_hashes(
+        server.transport.dialer(),
+        &info,
+        server.member_id(),
+        rev,
+        request_timeout(&server.cfg),
+    )
+    .await;
     server.read_index().await?;
     let store = server.store.clone();
     let (h2, rev2, crev2) = tokio::task::spawn_blocking(move || hash_now(&store))

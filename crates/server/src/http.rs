@@ -1,5 +1,5 @@
 //! The client listener: gRPC and the plain HTTP endpoints (`/health`, `/version`, `/metrics`)
-//! share each client URL, as on etcd's :2379.
+//! share each client URL, as on etcd's :2379, over TLS for `https://` URLs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use hyper_util::service::TowerToHyperService;
 use crate::config::Url;
 use crate::h2_authority::AuthorityFix;
 use crate::server::EtcdServer;
+use crate::tls::{Acceptor, PeerIdentity};
 
 /// How long /health waits for a linearizable read before calling the member unhealthy.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -89,28 +90,24 @@ async fn metrics(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
-/// Binds a client URL; binding happens before serving so a taken port fails start-up loudly.
+/// Binds a listen URL (`http://` or `https://`; TLS is added by `serve`); binding happens before
+/// serving so a taken port fails start-up loudly.
 pub async fn bind(url: &Url) -> anyhow::Result<tokio::net::TcpListener> {
-    if url.scheme != "http" {
-        anyhow::bail!(
-            "listen URL {}: TLS is not supported by this build yet",
-            url.raw
-        );
-    }
     let addr = url.bind_addr();
     tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| anyhow::anyhow!("listen tcp {addr}: {e}"))
 }
 
-/// Serves one client listener until it fails. HTTP/1.1 and h2c share the port; an HTTP/2
-/// connection may carry `max_streams` concurrent streams (`--max-concurrent-streams`, advertised
-/// in SETTINGS; 0 means unlimited, as in grpc-go), by default as many as the client opens, so one
-/// connection can carry thousands of watches.
+/// Serves one listener until it fails, over TLS when `tls` is given. HTTP/1.1 and HTTP/2 share
+/// the port; an HTTP/2 connection may carry `max_streams` concurrent streams
+/// (`--max-concurrent-streams`, advertised in SETTINGS; 0 means unlimited, as in grpc-go), by
+/// default as many as the client opens, so one connection can carry thousands of watches.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     max_streams: u32,
+    tls: Option<Arc<Acceptor>>,
 ) -> std::io::Result<()> {
     let max_streams = if max_streams == 0 {
         u32::MAX
@@ -118,7 +115,7 @@ pub async fn serve(
         max_streams
     };
     loop {
-        let (tcp, _) = match listener.accept().await {
+        let (tcp, remote) = match listener.accept().await {
             Ok(c) => c,
             Err(e) if is_transient_accept_error(&e) => {
                 // Out of file descriptors or a connection reset before accept: back off, retry.
@@ -129,18 +126,50 @@ pub async fn serve(
         };
         // Small request/response pairs: Nagle's algorithm would only add latency.
         let _ = tcp.set_nodelay(true);
-        let svc = TowerToHyperService::new(app.clone());
+        let app = app.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder.http2().max_concurrent_streams(max_streams);
-            if let Err(e) = builder
-                // etcdctl 3.4 sends `:authority: http://host:port`, which h2 rejects.
-                .serve_connection_with_upgrades(TokioIo::new(AuthorityFix::new(tcp)), svc)
-                .await
-            {
-                tracing::debug!("client connection closed: {e}");
+            match tls {
+                None => serve_connection(tcp, app, None, max_streams).await,
+                Some(acceptor) => {
+                    if let Some((stream, identity)) = acceptor.accept(tcp, remote).await {
+                        serve_connection(stream, app, identity, max_streams).await;
+                    }
+                }
             }
         });
+    }
+}
+
+/// Serves the requests of one accepted (and, over TLS, handshaken) connection. A verified client
+/// certificate's identity goes into every request's extensions.
+async fn serve_connection<S>(
+    io: S,
+    app: axum::Router,
+    identity: Option<PeerIdentity>,
+    max_streams: u32,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = tower::ServiceBuilder::new()
+        .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+            if let Some(id) = &identity {
+                req.extensions_mut().insert(id.clone());
+            }
+            req
+        })
+        .service(app);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http2().max_concurrent_streams(max_streams);
+    if let Err(e) = builder
+        // etcdctl 3.4 sends `:authority: http://host:port`, which h2 rejects.
+        .serve_connection_with_upgrades(
+            TokioIo::new(AuthorityFix::new(io)),
+            TowerToHyperService::new(svc),
+        )
+        .await
+    {
+        tracing::debug!("client connection closed: {e}");
     }
 }
 

@@ -24,6 +24,7 @@ pub mod quota;
 pub mod raft;
 pub mod reconfig;
 pub mod server;
+pub mod tls;
 
 /// The etcd server version this build speaks for: version-gated clients read it from Status and
 /// /version to decide which features they may use.

@@ -74,9 +74,16 @@ fn main() {
         );
         return;
     }
-    let cfg = Config::from_flags(flags)
+    let mut cfg = Config::from_flags(flags)
         .unwrap_or_else(|e| exit_with(&FlagError::Verify(format!("{e:#}"))));
     init_logging(&cfg);
+    // Like etcd, TLS problems (missing files, an https URL without certificates) stop the
+    // member after the flags were verified, with its "failed to start" error.
+    if let Err(e) = oxcd_server::tls::prepare(&mut cfg) {
+        tracing::warn!(error = %format!("{e:#}"), "failed to start etcd");
+        eprintln!("oxcd: {e:#}");
+        std::process::exit(1);
+    }
     // etcd parses the retention when it starts the server, after the flags were verified.
     let auto_compaction = oxcd_server::compactor::AutoCompaction::parse(
         &cfg.auto_compaction_mode,
@@ -111,10 +118,12 @@ async fn run(
         "auto-compaction-interval" = %retention,
         "starting an etcd server"
     );
+    let client_tls = oxcd_server::tls::client_acceptor(&cfg)?;
     let mut listeners = Vec::new();
     for url in &cfg.listen_client_urls {
         listeners.push(oxcd_server::http::bind(url).await?);
     }
+    oxcd_server::tls::expiry::spawn(oxcd_server::tls::cert_files(&cfg));
     let urls = cfg.listen_client_urls.clone();
     let server = tokio::task::spawn_blocking(move || EtcdServer::start(cfg)).await??;
     server.serve_peers().await?;
@@ -138,12 +147,19 @@ async fn run(
 
     let mut tasks = tokio::task::JoinSet::new();
     for (listener, url) in listeners.into_iter().zip(urls) {
-        tracing::info!(address = %url.raw, "serving client traffic insecurely; this is strongly discouraged!");
+        let address = format!("{}:{}", url.host, url.port);
+        let tls = if url.scheme == "https" {
+            tracing::info!(address = %address, "serving client traffic securely");
+            client_tls.clone()
+        } else {
+            tracing::info!(address = %address, "serving client traffic insecurely; this is strongly discouraged!");
+            None
+        };
         let server = server.clone();
         let max_streams = server.cfg.max_concurrent_streams;
         tasks.spawn(async move {
             let app = oxcd_server::http::router(server);
-            oxcd_server::http::serve(listener, app, max_streams).await
+            oxcd_server::http::serve(listener, app, max_streams, tls).await
         });
     }
     tracing::info!("ready to serve client requests");

@@ -195,6 +195,7 @@ impl EtcdServer {
         let mut last = EtcdError::NoLeader;
         for url in &lm.peer_urls {
             match crate::raft::transport::promote_at(
+                self.transport.dialer(),
                 url,
                 id,
                 crate::server::request_timeout(&self.cfg),

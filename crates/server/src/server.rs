@@ -344,6 +344,7 @@ impl EtcdServer {
             node_tx.clone(),
             tokio::runtime::Handle::current(),
             snap_dir(&cfg),
+            crate::tls::PeerDialer::from_config(&cfg)?,
         );
         for m in info.members.iter().filter(|m| m.id != info.local_id) {
             transport.add_peer(m.id, m.peer_urls.clone());
@@ -423,9 +424,10 @@ impl EtcdServer {
 }
 
 impl EtcdServer {
-    /// Binds every --listen-peer-urls address and serves the peer protocol on it. Binding
-    /// happens before returning, so a taken port fails start-up.
+    /// Binds every --listen-peer-urls address and serves the peer protocol on it (over TLS for
+    /// `https://` URLs). Binding happens before returning, so a taken port fails start-up.
     pub async fn serve_peers(self: &Arc<Self>) -> anyhow::Result<()> {
+        let tls = crate::tls::peer_acceptor(&self.cfg)?;
         for url in &self.cfg.listen_peer_urls {
             let listener = crate::http::bind(url).await?;
             let svc = PeerService::new(
@@ -437,9 +439,10 @@ impl EtcdServer {
             .with_control(self.clone());
             let app = peer_router(svc);
             let raw = url.raw.clone();
+            let tls = (url.scheme == "https").then(|| tls.clone()).flatten();
             tracing::info!(address = %raw, "serving peer traffic");
             tokio::spawn(async move {
-                if let Err(e) = crate::http::serve(listener, app, 0).await {
+                if let Err(e) = crate::http::serve(listener, app, 0, tls).await {
                     tracing::error!(address = %raw, "peer listener failed: {e}");
                 }
             });

@@ -31,7 +31,9 @@ use raft::eraftpb::{Message, MessageType};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+
+use crate::tls::PeerDialer;
 
 use super::node::{NodeMsg, PeerSender};
 
@@ -74,6 +76,7 @@ struct Inner {
     peers: RwLock<HashMap<u64, Peer>>,
     /// Where the snapshot files that `MsgSnapshot`s name are.
     snap_dir: PathBuf,
+    dialer: PeerDialer,
 }
 
 #[derive(Clone, Copy)]
@@ -123,13 +126,14 @@ enum LinkState {
 
 impl Transport {
     /// `rt` runs the peers' tasks; `node_tx` receives `Unreachable` and `ReportSnapshot`
-    /// reports; `snap_dir` holds the snapshot files to send.
+    /// reports; `snap_dir` holds the snapshot files to send; `dialer` connects to peers.
     pub fn new(
         cluster_id: u64,
         local_id: u64,
         node_tx: Sender<NodeMsg>,
         rt: Handle,
         snap_dir: PathBuf,
+        dialer: PeerDialer,
     ) -> Transport {
         Transport {
             inner: Arc::new(Inner {
@@ -141,6 +145,7 @@ impl Transport {
                 rt,
                 peers: RwLock::new(HashMap::new()),
                 snap_dir,
+                dialer,
             }),
         }
     }
@@ -164,6 +169,7 @@ impl Transport {
                 urls: peer_urls.clone(),
                 ids: self.inner.ids,
                 node_tx: self.inner.node_tx.clone(),
+                dialer: self.inner.dialer.clone(),
             }
             .run(),
         );
@@ -177,6 +183,11 @@ impl Transport {
         if let Some(old) = old {
             old.stop();
         }
+    }
+
+    /// How this member dials its peers (for one-off calls such as hash checks and promotions).
+    pub fn dialer(&self) -> &PeerDialer {
+        &self.inner.dialer
     }
 
     /// Since when the stream to `id` has been up; None if it is down or `id` is no peer.
@@ -265,6 +276,7 @@ impl Transport {
             to,
             urls: peer.urls.clone(),
             snap_dir: self.inner.snap_dir.clone(),
+            dialer: self.inner.dialer.clone(),
         };
         let lock = peer.snap_lock.clone();
         let node_tx = self.inner.node_tx.clone();
@@ -367,6 +379,7 @@ struct SnapshotSender {
     to: u64,
     urls: Vec<String>,
     snap_dir: PathBuf,
+    dialer: PeerDialer,
 }
 
 impl SnapshotSender {
@@ -464,28 +477,9 @@ impl SnapshotSender {
     async fn dial(&self) -> Result<PeerClient<Channel>, String> {
         let mut last = "no peer URLs".to_string();
         for url in &self.urls {
-            if !url.starts_with("http://") {
-                last = format!("peer URL {url}: only http:// is supported by this build");
-                continue;
-            }
-            let endpoint = match Endpoint::from_shared(url.to_string()) {
-                Ok(e) => e,
-                Err(e) => {
-                    last = format!("dial {url}: {e}");
-                    continue;
-                }
-            };
-            match endpoint
-                .connect_timeout(DIAL_TIMEOUT)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-                .keep_alive_while_idle(true)
-                .connect()
-                .await
-            {
+            match dial(&self.dialer, url, None).await {
                 Ok(channel) => return Ok(PeerClient::new(channel)),
-                Err(e) => last = format!("dial {url}: {}", error_chain(&e)),
+                Err(e) => last = e,
             }
         }
         Err(last)
@@ -542,6 +536,7 @@ struct PeerTask {
     urls: Vec<String>,
     ids: Ids,
     node_tx: Sender<NodeMsg>,
+    dialer: PeerDialer,
 }
 
 impl PeerTask {
@@ -663,22 +658,8 @@ impl PeerTask {
     }
 
     async fn dial(&self, url: &str) -> Result<PeerClient<Channel>, LinkError> {
-        if !url.starts_with("http://") {
-            return Err(LinkError::Io(format!(
-                "peer URL {url}: only http:// is supported by this build"
-            )));
-        }
         let io = |e: &dyn std::fmt::Display| LinkError::Io(format!("dial {url}: {e}"));
-        let channel = Endpoint::from_shared(url.to_string())
-            .map_err(|e| io(&e))?
-            .connect_timeout(DIAL_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .connect()
-            .await
-            .map_err(|e| io(&error_chain(&e)))?;
+        let channel = dial(&self.dialer, url, None).await.map_err(LinkError::Io)?;
         let mut client = PeerClient::new(channel).max_decoding_message_size(MAX_DECODE_BYTES);
         let probe = client.probe(ProbeRequest {
             cluster_id: self.ids.cluster_id,
@@ -751,25 +732,49 @@ impl ForwardError {
     }
 }
 
-/// A one-off client for a member's peer port.
-async fn peer_client(url: &str, timeout: Duration) -> Result<PeerClient<Channel>, ForwardError> {
-    let channel = Endpoint::from_shared(url.to_string())
-        .map_err(|e| ForwardError::Io(format!("{url}: {e}")))?
+/// Connects to one peer URL with the transport's HTTP/2 settings; `call_timeout` bounds each
+/// call on the channel (None for streams). Every connection to a peer port is made here.
+pub async fn dial(
+    dialer: &PeerDialer,
+    url: &str,
+    call_timeout: Option<Duration>,
+) -> Result<Channel, String> {
+    let mut endpoint = PeerDialer::endpoint(url)
+        .map_err(|e| format!("dial {url}: {e}"))?
         .connect_timeout(DIAL_TIMEOUT)
-        .timeout(timeout)
-        .connect()
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
+    if let Some(t) = call_timeout {
+        endpoint = endpoint.timeout(t);
+    }
+    dialer
+        .connect(url, endpoint)
         .await
-        .map_err(|e| ForwardError::Io(format!("dial {url}: {}", error_chain(&e))))?;
+        .map_err(|e| format!("dial {url}: {}", error_chain(&e)))
+}
+
+/// A one-off client for a member's peer port.
+async fn peer_client(
+    dialer: &PeerDialer,
+    url: &str,
+    timeout: Duration,
+) -> Result<PeerClient<Channel>, ForwardError> {
+    let channel = dial(dialer, url, Some(timeout))
+        .await
+        .map_err(ForwardError::Io)?;
     Ok(PeerClient::new(channel).max_decoding_message_size(MAX_DECODE_BYTES))
 }
 
 /// Asks the member at `url` (the leader) to promote learner `id`; returns the member list after.
 pub async fn promote_at(
+    dialer: &PeerDialer,
     url: &str,
     id: u64,
     timeout: Duration,
 ) -> Result<Vec<crate::membership::Member>, ForwardError> {
-    let mut client = peer_client(url, timeout).await?;
+    let mut client = peer_client(dialer, url, timeout).await?;
     let resp = client
         .promote(oxcd_api::oxcdpeer::PromoteRequest { member_id: id })
         .await
@@ -786,13 +791,16 @@ pub async fn promote_at(
 
 /// The cluster as the member at `url` knows it (for a member joining an existing cluster).
 pub async fn fetch_cluster(
+    dialer: &PeerDialer,
     url: &str,
     timeout: Duration,
 ) -> Result<crate::membership::ClusterInfo, String> {
-    let mut client = peer_client(url, timeout).await.map_err(|e| match e {
-        ForwardError::Io(e) => e,
-        ForwardError::Refused(s) => s.message().to_string(),
-    })?;
+    let mut client = peer_client(dialer, url, timeout)
+        .await
+        .map_err(|e| match e {
+            ForwardError::Io(e) => e,
+            ForwardError::Refused(s) => s.message().to_string(),
+        })?;
     let resp = client
         .members(oxcd_api::oxcdpeer::MembersRequest {})
         .await
@@ -960,6 +968,7 @@ mod tests {
                 tx.clone(),
                 Handle::current(),
                 snap.path().to_path_buf(),
+                PeerDialer::plain(),
             );
             Member {
                 id,
