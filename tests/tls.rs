@@ -13,7 +13,7 @@ use oxcd_pki::Usage;
 use oxcd_process_tests::cluster::{Cluster, Secure};
 use oxcd_process_tests::ctl::{ctl, Ctl};
 use oxcd_process_tests::member::Kind;
-use oxcd_process_tests::tls::{client_config, getter, presented_serial, MtlsSet, Pki};
+use oxcd_process_tests::tls::{client_config, getter, presented_serial, Files, MtlsSet, Pki};
 
 /// How long to wait for a change to show (a rotated certificate, a log line).
 const WAIT: Duration = Duration::from_secs(20);
@@ -115,7 +115,7 @@ fn revoked_client_certificate_is_refused() {
     let crl_flag = format!("--client-crl-file={}", crl.display());
     let c = Cluster::start_secure(Kind::Oxcd, 1, set.secure(&[crl_flag.as_str()]));
     let ca = format!("--cacert={}", set.pki.ca_file().display());
-    let with = |files: &oxcd_process_tests::tls::Files| {
+    let with = |files: &Files| {
         let mut args = vec![ca.clone()];
         args.extend(files.flags("cert", "key"));
         args.extend(
@@ -246,46 +246,81 @@ fn certificates_rotate_without_restart() {
     assert!(logs_contain(&c, 0, "reloaded certificate files"));
 }
 
-/// A member whose peer certificate's CN is not `--peer-cert-allowed-cn` cannot join: it gets
-/// no member list, the cluster never sees it started, and the member it dials logs etcd's
-/// refusal.
+/// A member whose peer certificate's CN is not `--peer-cert-allowed-cn` cannot join.
 #[test]
 fn peer_with_disallowed_cn_cannot_join() {
     let dir = tempdir();
     let set = MtlsSet::new(dir.path());
-    let mut c = Cluster::start_secure(Kind::Oxcd, 1, set.secure(&["--peer-cert-allowed-cn=peer"]));
     let evil = set.pki.issue("evil", "evil", Usage::Peer);
+    assert_cannot_join(
+        &set,
+        &["--peer-cert-allowed-cn=peer"],
+        &evil,
+        "client certificate authentication failed",
+    );
+}
+
+/// A member whose peer certificate is revoked (`--peer-crl-file`), or comes from another CA,
+/// cannot join either.
+#[test]
+fn peer_with_revoked_or_foreign_certificate_cannot_join() {
+    let dir = tempdir();
+    let set = MtlsSet::new(dir.path());
+    let revoked = set.pki.issue("revoked-peer", "peer", Usage::Peer);
+    let crl = set.pki.crl("peers", &[&revoked]);
+    let crl_flag = format!("--peer-crl-file={}", crl.display());
+    let text = format!("transport: certificate serial {} revoked", revoked.serial());
+    assert_cannot_join(&set, &[&crl_flag], &revoked, &text);
+
+    let other = Pki::new(&dir.path().join("other"), "other-ca");
+    let foreign = other.issue("peer", "peer", Usage::Peer);
+    assert_cannot_join(
+        &set,
+        &[],
+        &foreign,
+        "certificate signed by unknown authority",
+    );
+}
+
+/// Starts a one-member mTLS cluster with `flags`, announces a learner and starts it with the
+/// peer certificate `bad`: it must get no member list and stop, the cluster must never see it
+/// started, and the member must log `refusal`.
+fn assert_cannot_join(set: &MtlsSet, flags: &[&str], bad: &Files, refusal: &str) {
+    let mut c = Cluster::start_secure(Kind::Oxcd, 1, set.secure(flags));
     let i = c.push_node("m2");
     let peer_url = c.peer_url(i);
     // A learner, so the one voter keeps its quorum while the newcomer fails.
-    let out = c.ctl(
-        0,
-        &[
-            "member",
-            "add",
-            "m2",
-            "--learner",
-            &format!("--peer-urls={peer_url}"),
-        ],
-    );
+    let add = ["member", "add", "m2", "--learner"];
+    let urls = format!("--peer-urls={peer_url}");
+    let out = c.ctl(0, &[&add[..], &[urls.as_str()]].concat());
     assert_eq!(out.code, 0, "member add: {out}");
 
-    // The standard command line of a joining member, with the disallowed certificate.
+    // The standard command line of a joining member, with the bad certificate.
     let mut args = c.args(i);
     if let Some(p) = args.iter().position(|a| a == "--initial-cluster-state") {
         args[p + 1] = "existing".to_string();
     }
     args.retain(|a| !a.starts_with("--peer-cert-file=") && !a.starts_with("--peer-key-file="));
-    args.extend(evil.flags("peer-cert-file", "peer-key-file"));
+    args.extend(bad.flags("peer-cert-file", "peer-key-file"));
     c.spawn_args(i, args);
 
+    let status = c.wait_exit(i, WAIT);
     assert!(
-        eventually(|| logs_contain(&c, 0, "client certificate authentication failed")),
-        "m1 did not log the refusal:\n{}",
+        status.is_some_and(|s| !s.success()),
+        "the member with a bad certificate did not stop with an error: {status:?}\n{}",
+        c.logs(i, 20)
+    );
+    assert!(
+        c.logs(i, 20)
+            .contains("cannot fetch cluster info from peer urls"),
+        "{}",
+        c.logs(i, 20)
+    );
+    assert!(
+        eventually(|| logs_contain(&c, 0, refusal)),
+        "m1 did not log {refusal:?}:\n{}",
         c.logs(0, 40)
     );
-    // It never starts: it exits, unable to fetch the member list, or keeps failing.
-    std::thread::sleep(Duration::from_secs(2));
     let out = c.ctl(0, &["member", "list", "-w", "json"]);
     let list = c.json(&out, "member list");
     let m2 = list["members"]
@@ -295,7 +330,7 @@ fn peer_with_disallowed_cn_cannot_join() {
         .unwrap_or_default();
     assert!(
         m2["name"].as_str().unwrap_or("").is_empty(),
-        "the member with a disallowed CN started: {m2}"
+        "the member with a bad certificate started: {m2}"
     );
 }
 

@@ -440,7 +440,9 @@ impl EtcdServer {
             let app = peer_router(svc);
             let raw = url.raw.clone();
             let tls = (url.scheme == "https").then(|| tls.clone()).flatten();
-            tracing::info!(address = %raw, "serving peer traffic");
+            // etcd names the address without the scheme.
+            let address = format!("{}:{}", url.host, url.port);
+            tracing::info!(address = %address, "serving peer traffic");
             tokio::spawn(async move {
                 if let Err(e) = crate::http::serve(listener, app, 0, tls).await {
                     tracing::error!(address = %raw, "peer listener failed: {e}");
