@@ -28,7 +28,7 @@ pub fn join_existing(cfg: &Config) -> anyhow::Result<ClusterInfo> {
         .flat_map(|(_, urls)| urls.iter().cloned())
         .collect();
     let rt = tokio::runtime::Handle::current();
-    let dialer = crate::tls::PeerDialer::from_config(cfg)?;
+    let dialer = crate::tls::PeerDialer::from_config(cfg);
     let mut existing = None;
     for url in &remote_urls {
         match rt.block_on(crate::raft::transport::fetch_cluster(

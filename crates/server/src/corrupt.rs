@@ -225,7 +225,7 @@ pub fn initial_check(cfg: &Config, store: &MvccStore, info: &ClusterInfo) -> any
         "starting initial corruption check"
     );
     let (hash, rev, crev) = hash_now(store)?;
-    let dialer = crate::tls::PeerDialer::from_config(cfg)?;
+    let dialer = crate::tls::PeerDialer::from_config(cfg);
     let peers = block_on(peer_hashes(&dialer, info, local, rev, timeout));
     let mut mismatch = 0;
     for p in peers {

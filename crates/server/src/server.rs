@@ -344,7 +344,7 @@ impl EtcdServer {
             node_tx.clone(),
             tokio::runtime::Handle::current(),
             snap_dir(&cfg),
-            crate::tls::PeerDialer::from_config(&cfg)?,
+            crate::tls::PeerDialer::from_config(&cfg),
         );
         for m in info.members.iter().filter(|m| m.id != info.local_id) {
             transport.add_peer(m.id, m.peer_urls.clone());

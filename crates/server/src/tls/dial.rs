@@ -26,8 +26,24 @@ use crate::config::Url;
 /// Dials peer URLs. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct PeerDialer {
-    /// None: this member has no TLS client configuration; `https://` peers cannot be dialed.
-    tls: Option<Arc<ClientConfig>>,
+    /// None: this member has no TLS settings; `https://` peers cannot be dialed.
+    tls: Option<Arc<LazyConfig>>,
+}
+
+/// The TLS client configuration, made at the first `https://` dial: a member of a plain
+/// cluster never reads certificate files or the system's roots.
+struct LazyConfig {
+    info: TlsInfo,
+    options: TlsOptions,
+    config: std::sync::OnceLock<Result<Arc<ClientConfig>, String>>,
+}
+
+impl LazyConfig {
+    fn get(&self) -> Result<Arc<ClientConfig>, String> {
+        self.config
+            .get_or_init(|| client_config(&self.info, &self.options).map_err(|e| format!("{e:#}")))
+            .clone()
+    }
 }
 
 impl PeerDialer {
@@ -37,27 +53,14 @@ impl PeerDialer {
     }
 
     /// A dialer with the member's peer TLS settings.
-    pub fn new(info: &TlsInfo, opts: &TlsOptions) -> anyhow::Result<PeerDialer> {
-        let provider = opts.provider();
-        let verifier = verify::server_verifier(info, &provider).map_err(anyhow::Error::msg)?;
-        let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&opts.versions())?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier);
-        let mut cfg = if info.is_empty() {
-            builder.with_no_client_auth()
-        } else {
-            info.check_files()?;
-            let certs = CertFiles::load(&info.cert_file, &info.key_file, provider)
-                .map_err(anyhow::Error::msg)?;
-            builder.with_client_cert_resolver(Arc::new(certs))
-        };
-        cfg.alpn_protocols = vec![b"h2".to_vec()];
-        // A resumed session would skip presenting the (possibly rotated) certificate.
-        cfg.resumption = Resumption::disabled();
-        Ok(PeerDialer {
-            tls: Some(Arc::new(cfg)),
-        })
+    pub fn new(info: &TlsInfo, options: &TlsOptions) -> PeerDialer {
+        PeerDialer {
+            tls: Some(Arc::new(LazyConfig {
+                info: info.clone(),
+                options: options.clone(),
+                config: std::sync::OnceLock::new(),
+            })),
+        }
     }
 
     /// The endpoint for `url`, to configure (timeouts, keep-alive) before [`PeerDialer::connect`].
@@ -104,10 +107,32 @@ impl PeerDialer {
     }
 }
 
+/// The client side of the peer TLS settings.
+fn client_config(info: &TlsInfo, opts: &TlsOptions) -> anyhow::Result<Arc<ClientConfig>> {
+    let provider = opts.provider();
+    let verifier = verify::server_verifier(info, &provider).map_err(anyhow::Error::msg)?;
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&opts.versions())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut cfg = if info.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        info.check_files()?;
+        let certs = CertFiles::load(&info.cert_file, &info.key_file, provider)
+            .map_err(anyhow::Error::msg)?;
+        builder.with_client_cert_resolver(Arc::new(certs))
+    };
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    // A resumed session would skip presenting the (possibly rotated) certificate.
+    cfg.resumption = Resumption::disabled();
+    Ok(Arc::new(cfg))
+}
+
 /// Dials one `https://` peer URL: TCP, then TLS with the URL's host as the server name.
 #[derive(Clone)]
 struct TlsConnect {
-    config: Option<Arc<ClientConfig>>,
+    config: Option<Arc<LazyConfig>>,
     host: String,
     port: u16,
 }
@@ -115,12 +140,16 @@ struct TlsConnect {
 impl TlsConnect {
     async fn connect(self) -> std::io::Result<TokioIo<TlsStream<TcpStream>>> {
         use std::io::{Error, ErrorKind};
-        let config = self.config.ok_or_else(|| {
-            Error::new(
-                ErrorKind::Unsupported,
-                "no peer TLS configuration for an https peer URL",
-            )
-        })?;
+        let config = self
+            .config
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unsupported,
+                    "no peer TLS configuration for an https peer URL",
+                )
+            })?
+            .get()
+            .map_err(|e| Error::new(ErrorKind::InvalidInput, e))?;
         let name = ServerName::try_from(self.host.clone())
             .map_err(|e| Error::new(ErrorKind::InvalidInput, e))?;
         let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;

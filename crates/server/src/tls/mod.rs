@@ -239,7 +239,7 @@ pub fn cert_files(cfg: &crate::config::Config) -> Vec<String> {
 
 impl PeerDialer {
     /// The dialer for this member's configuration (its peer TLS settings).
-    pub fn from_config(cfg: &crate::config::Config) -> anyhow::Result<PeerDialer> {
+    pub fn from_config(cfg: &crate::config::Config) -> PeerDialer {
         PeerDialer::new(&cfg.peer_tls, &cfg.tls_options)
     }
 }
