@@ -874,3 +874,96 @@ fn jwt_flows() -> Scenario {
 }
 
 compat_tests!(jwt_flows);
+
+// ---------------------------------------------------------------------------------------------
+// Client-certificate login: with --client-cert-auth the verified certificate's CN is the user
+// when the request carries no token.
+
+/// What `which` prints for `args` with the client certificate `cert` (no other TLS flags).
+fn with_cert(
+    c: &oxcd_process_tests::cluster::Cluster,
+    set: &oxcd_process_tests::tls::MtlsSet,
+    cert: &oxcd_process_tests::tls::Files,
+    args: &[&str],
+) -> String {
+    use oxcd_process_tests::ctl::{ctl, Ctl};
+    use oxcd_process_tests::normalize::drop_go_client_logs;
+    let mut all = vec![format!("--cacert={}", set.pki.ca_file().display())];
+    all.extend(cert.flags("cert", "key"));
+    all.extend(args.iter().map(|a| a.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let out = ctl(Ctl::Etcdctl, &c.endpoint(0), &all);
+    let text = format!(
+        "{} -> {} {:?} {:?}",
+        args.join(" "),
+        out.code,
+        out.stdout,
+        drop_go_client_logs(&out.stderr)
+    );
+    let text = text.replace(&c.endpoint(0), "<CLIENT>");
+    let ids = regex::Regex::new(r"\b[0-9a-f]{16}\b|127\.0\.0\.1:[0-9]+").unwrap();
+    ids.replace_all(&text, "<ID>").into_owned()
+}
+
+fn cn_login(kind: Kind) -> Transcript {
+    use oxcd_process_tests::cluster::Cluster;
+    use oxcd_process_tests::tls::MtlsSet;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let set = MtlsSet::new(dir.path());
+    let issue = |stem: &str, cn: &str| set.pki.issue(stem, cn, oxcd_pki::Usage::Client);
+    let ro = issue("ro", "ro");
+    let np = issue("np", "np");
+    let stranger = issue("stranger", "nosuchuser");
+    let root = set.client.clone();
+    let c = Cluster::start_secure(kind, 1, set.secure(&FAST_BCRYPT));
+    let mut steps = rbac_setup();
+    steps.truncate(steps.len() - 1);
+    for s in [
+        "user add np --no-password",
+        "role add rnp",
+        "role grant-permission rnp read k",
+        "user grant-role np rnp",
+        "auth enable",
+    ] {
+        steps.push(step(s));
+    }
+    for s in steps {
+        let args: Vec<&str> = s.args.iter().map(String::as_str).collect();
+        let out = c.ctl(0, &args);
+        assert_eq!(out.code, 0, "{kind}: {}: {out}", s.display());
+    }
+    let mut t = Vec::new();
+    for (cert, args) in [
+        (&ro, "get k"),
+        (&ro, "put k v"),
+        (&ro, "user get ro"),
+        (&ro, "user list"),
+        (&ro, "watch z"),
+        (&ro, "defrag"),
+        (&ro, "member list"),
+        (&np, "get k"),
+        (&np, "put k v"),
+        (&stranger, "get k"),
+        (&root, "user list"),
+        (&root, "put k v1"),
+        (&root, "defrag"),
+        // A token wins over the certificate.
+        (&ro, "put k v2 --user rw:rw"),
+        (&root, "put k v3 --user ro:ro"),
+        (&ro, "get k --user wo:wo"),
+        (&stranger, "get k --user ro:ro"),
+        (&ro, "get k --user np:x"),
+        (&ro, "get k --user ro:bad"),
+        (&root, "get k"),
+    ] {
+        let args: Vec<String> = oxcd_process_tests::scenario::split(args);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        t.push(with_cert(&c, &set, cert, &args));
+    }
+    t
+}
+
+#[test]
+fn cn_login_like_etcd() {
+    compare_kinds("cn_login", cn_login);
+}

@@ -22,6 +22,7 @@ use crate::error::{
     CtlError, Result, DEADLINE_EXCEEDED, EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, EXIT_ERROR,
 };
 use crate::global::ClientConfig;
+use oxcd_server::tls::{PeerDialer, TlsInfo, TlsOptions};
 
 /// etcd's answer when auth is off; clientv3 then just proceeds without a token.
 const AUTH_NOT_ENABLED: &str = "etcdserver: authentication is not enabled";
@@ -64,12 +65,6 @@ fn read_pem(path: &str) -> Result<Vec<u8>> {
 
 /// The TLS setup for `--cacert/--cert/--key` (system roots without a CA).
 fn tls_config(t: &crate::global::TlsConfig) -> Result<ClientTlsConfig> {
-    if t.insecure_skip_verify {
-        return Err(CtlError::new(
-            EXIT_BAD_ARGS,
-            "--insecure-skip-tls-verify is not supported by oxctl yet",
-        ));
-    }
     let mut c = ClientTlsConfig::new();
     match &t.cacert {
         Some(ca) => c = c.ca_certificate(Certificate::from_pem(read_pem(ca)?)),
@@ -88,6 +83,32 @@ fn tls_config(t: &crate::global::TlsConfig) -> Result<ClientTlsConfig> {
         (None, None) => {}
     }
     Ok(c)
+}
+
+/// The dialer for `--insecure-skip-tls-verify`: the server's peer dialer with verification
+/// skipped (as for self-signed peers), presenting `--cert/--key` when given.
+fn insecure_dialer(t: &crate::global::TlsConfig) -> Result<PeerDialer> {
+    let (cert_file, key_file) = match (&t.cert, &t.key) {
+        (Some(cert), Some(key)) => {
+            read_pem(cert)?;
+            read_pem(key)?;
+            (cert.clone(), key.clone())
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(CtlError::new(
+                EXIT_BAD_ARGS,
+                "open : no such file or directory",
+            ));
+        }
+        (None, None) => Default::default(),
+    };
+    let info = TlsInfo {
+        cert_file,
+        key_file,
+        self_signed: true,
+        ..Default::default()
+    };
+    Ok(PeerDialer::new(&info, &TlsOptions::default()))
 }
 
 /// Errors that mean "this endpoint is unreachable", worth trying another.
@@ -117,14 +138,29 @@ impl Client {
         let mut channels = Vec::new();
         for ep in &cfg.endpoints {
             let url = endpoint_url(ep, cfg.tls.wanted());
-            let mut endpoint = Endpoint::from_shared(url.clone())
-                .map_err(|e| CtlError::new(EXIT_BAD_ARGS, format!("invalid endpoint {ep}: {e}")))?
-                .connect_timeout(cfg.dial_timeout)
-                .tcp_nodelay(true)
-                // grpc-go raises keepalive pings to at least 10s; faster
-                // pings make etcd close the connection ("too many pings").
-                .http2_keep_alive_interval(cfg.keepalive_time.max(Duration::from_secs(10)))
-                .keep_alive_timeout(cfg.keepalive_timeout);
+            let bad_ep = |e: &dyn std::fmt::Display| {
+                CtlError::new(EXIT_BAD_ARGS, format!("invalid endpoint {ep}: {e}"))
+            };
+            // tonic's TLS always verifies the server: skipping is done by a dialer that
+            // does TLS itself over an endpoint it makes plain.
+            let skip_verify =
+                url.starts_with("https://") && cfg.tls.insecure_skip_verify && cfg.tls.wanted();
+            let mut endpoint = if skip_verify {
+                PeerDialer::endpoint(&url).map_err(|e| bad_ep(&e))?
+            } else {
+                Endpoint::from_shared(url.clone()).map_err(|e| bad_ep(&e))?
+            }
+            .connect_timeout(cfg.dial_timeout)
+            .tcp_nodelay(true)
+            // grpc-go raises keepalive pings to at least 10s; faster
+            // pings make etcd close the connection ("too many pings").
+            .http2_keep_alive_interval(cfg.keepalive_time.max(Duration::from_secs(10)))
+            .keep_alive_timeout(cfg.keepalive_timeout);
+            if skip_verify {
+                endpoint = endpoint.origin(url.parse().map_err(|e| bad_ep(&e))?);
+                channels.push(insecure_dialer(&cfg.tls)?.connect_lazy(&url, endpoint));
+                continue;
+            }
             if url.starts_with("https://") {
                 endpoint = endpoint.tls_config(tls_config(&cfg.tls)?).map_err(|e| {
                     CtlError::new(EXIT_BAD_ARGS, format!("invalid TLS configuration: {e}"))
