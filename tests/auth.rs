@@ -647,6 +647,7 @@ fn simple_tokens(kind: Kind) -> Transcript {
 }
 
 #[test]
+#[ignore = "drives tokens through the JSON gateway, which oxcd serves from issue 7 on"]
 fn simple_tokens_like_etcd() {
     compare_kinds("simple_tokens", simple_tokens);
 }
@@ -846,6 +847,7 @@ fn jwt_tokens(kind: Kind) -> Transcript {
 }
 
 #[test]
+#[ignore = "drives tokens through the JSON gateway, which oxcd serves from issue 7 on"]
 fn jwt_tokens_like_etcd() {
     compare_kinds("jwt_tokens", jwt_tokens);
 }

@@ -18,11 +18,7 @@ const WRITES_WHILE_DOWN: usize = 30;
 /// Exit code, stdout and the `Error:` lines: what an operator sees, without the client's retry
 /// warnings (which carry timestamps and random client ids).
 fn outcome(out: &Output) -> String {
-    let errors: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| !l.starts_with('{'))
-        .collect();
+    let errors: Vec<&str> = out.stderr.lines().filter(|l| !l.starts_with('{')).collect();
     format!(
         "exit code {}\n{}{}\n",
         out.code,
@@ -113,7 +109,12 @@ fn auth_across_members(kind: Kind) -> Transcript {
     wait_same_revision(&c, &mut t);
     step(&c, &mut t, 2, &["--user", "u2:pw2", "get", "k2"]);
     step(&c, &mut t, 2, &["--user", "ro:ropw", "get", "k"]);
-    step(&c, &mut t, 2, &["--user", "root:rootpw", "role", "get", "reader"]);
+    step(
+        &c,
+        &mut t,
+        2,
+        &["--user", "root:rootpw", "role", "get", "reader"],
+    );
 
     // The whole cluster restarted: auth is still on, with the same users and roles.
     c.restart(&c.all());

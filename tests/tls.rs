@@ -66,6 +66,33 @@ fn mtls_cluster_serves_etcdctl_and_oxctl_and_refuses_others() {
         }
     }
 
+    // Lease calls a follower forwards to the leader go over the peers' TLS port: keep-alive
+    // and time-to-live answered by every member.
+    let leader = c.wait_leader(&c.all());
+    let out = c.ctl_with(Ctl::Etcdctl, leader, &["lease", "grant", "60"]);
+    assert_eq!(out.code, 0, "lease grant: {out}");
+    let id = out
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    for i in c.all() {
+        let out = c.ctl_with(Ctl::Etcdctl, i, &["lease", "keep-alive", "--once", &id]);
+        assert!(
+            out.code == 0 && out.stdout.contains("keepalived with TTL"),
+            "keep-alive through m{} (leader m{}): {out}",
+            i + 1,
+            leader + 1
+        );
+        let out = c.ctl_with(Ctl::Etcdctl, i, &["lease", "timetolive", &id]);
+        assert!(
+            out.code == 0 && out.stdout.contains("granted with TTL(60s)"),
+            "timetolive through m{}: {out}",
+            i + 1
+        );
+    }
+
     // No client certificate: refused during the handshake.
     let ca = format!("--cacert={}", set.pki.ca_file().display());
     let refused = ["get", "k", "--dial-timeout=2s", "--command-timeout=3s"];

@@ -19,7 +19,7 @@ use crate::lease::Lessor;
 use crate::membership::{ClusterInfo, Membership, META_KEY};
 use crate::mvcc::{MvccStore, WatchHub};
 use crate::raft::node::{NodeLoop, NodeStatus};
-use crate::raft::peer_service::{peer_router, PeerService};
+use crate::raft::peer_service::{peer_routes, PeerService};
 use crate::raft::snapshot::Snapshotter;
 use crate::raft::storage::WalStorage;
 use crate::raft::transport::Transport;
@@ -437,7 +437,12 @@ impl EtcdServer {
                 snap_dir(&self.cfg),
             )
             .with_control(self.clone());
-            let app = peer_router(svc);
+            // Followers forward lease renewals and TTL queries to the leader's peer port.
+            let mut routes = peer_routes(svc);
+            routes.add_service(oxcd_api::etcdserverpb::lease_server::LeaseServer::new(
+                crate::grpc::lease::LeaseService::new(self.clone()),
+            ));
+            let app = routes.routes().into_axum_router();
             let raw = url.raw.clone();
             let tls = (url.scheme == "https").then(|| tls.clone()).flatten();
             // etcd names the address without the scheme.

@@ -39,12 +39,6 @@ pub struct AuthInfo {
     pub revision: u64,
 }
 
-/// INTEGRATION: replaced by the TLS layer's type when it lands.
-#[derive(Debug, Clone)]
-pub struct PeerIdentity {
-    pub common_name: String,
-}
-
 /// What a call says about its caller, before it is checked: kept from the request so that an
 /// identity can be resolved again when a retry needs a fresh revision.
 #[derive(Debug, Clone, Default)]
@@ -66,7 +60,7 @@ impl Caller {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let common_name = ext
-            .get::<PeerIdentity>()
+            .get::<crate::tls::PeerIdentity>()
             .map(|p| p.common_name.clone())
             .filter(|cn| !cn.is_empty());
         Caller { token, common_name }
@@ -97,7 +91,7 @@ impl AuthStore {
             state: RwLock::new(state),
             tokens,
             bcrypt_cost: cfg.bcrypt_cost,
-            client_cert_auth: false, // INTEGRATION: cfg.client_cert_auth
+            client_cert_auth: cfg.client_tls.client_cert_auth,
         })
     }
 

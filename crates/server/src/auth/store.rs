@@ -214,17 +214,23 @@ impl State {
     pub fn role_grant_permission(&mut self, name: &str, perm: Option<&Permission>) -> Result<bool> {
         let role = self.role_mut(name)?;
         let perm = perm.ok_or(EtcdError::PermissionNotGiven)?;
-        // Kept sorted by key; a grant on the same key and range end replaces the type.
+        // etcd's order and quirk: sorted by key alone, equal keys in the order granted, and only
+        // the first permission on the key is looked at: with the same range end its type is
+        // replaced, else the grant is added after the others on that key.
+        let key = perm.key.as_slice();
         let at = role
             .key_permission
-            .partition_point(|p| p.key.as_slice() < perm.key.as_slice());
-        let same = role.key_permission[at..]
-            .iter()
-            .take_while(|p| p.key == perm.key)
-            .position(|p| p.range_end == perm.range_end);
-        match same {
-            Some(i) => role.key_permission[at + i].perm_type = perm.perm_type,
-            None => role.key_permission.insert(at, perm.clone()),
+            .partition_point(|p| p.key.as_slice() < key);
+        match role.key_permission.get_mut(at) {
+            Some(p) if p.key == perm.key && p.range_end == perm.range_end => {
+                p.perm_type = perm.perm_type
+            }
+            _ => {
+                let end = role
+                    .key_permission
+                    .partition_point(|p| p.key.as_slice() <= key);
+                role.key_permission.insert(end, perm.clone());
+            }
         }
         Ok(true)
     }
@@ -287,17 +293,20 @@ mod tests {
         s.role_grant_permission("r", Some(&rw("b", ""))).unwrap();
         s.role_grant_permission("r", Some(&rw("a", "c"))).unwrap();
         s.role_grant_permission("r", Some(&rw("a", "c"))).unwrap();
-        let keys: Vec<_> = s.roles["r"]
+        s.role_grant_permission("r", Some(&rw("a", "b"))).unwrap();
+        let got: Vec<(&[u8], &[u8])> = s.roles["r"]
             .key_permission
             .iter()
-            .map(|p| p.key.clone())
+            .map(|p| (p.key.as_slice(), p.range_end.as_slice()))
             .collect();
-        assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]);
+        let want: Vec<(&[u8], &[u8])> = vec![(b"a", b"c"), (b"a", b"b"), (b"b", b"")];
+        assert_eq!(got, want);
         assert_eq!(
             s.role_revoke_permission("r", b"a", b""),
             Err(EtcdError::PermissionNotGranted)
         );
         s.role_revoke_permission("r", b"a", b"c").unwrap();
+        s.role_revoke_permission("r", b"a", b"b").unwrap();
         s.role_delete("r").unwrap();
         assert!(s.users["u"].roles.is_empty());
         let again = State::decode(Some(s.encode())).unwrap();

@@ -33,7 +33,7 @@ use oxcd_api::etcdserverpb::{
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::EtcdError;
@@ -57,7 +57,6 @@ const GRANT_ID_ATTEMPTS: usize = 3;
 const FORWARDED: &str = "oxcd-lease-forwarded";
 /// Bound on one forwarded call (the leader itself may wait up to `RENEW_WAIT`).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(7);
-const FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 type StatusResult<T> = std::result::Result<T, Status>;
 
@@ -95,28 +94,31 @@ struct Forwarder {
 }
 
 impl Forwarder {
-    fn leader_client(&self, server: &EtcdServer) -> StatusResult<LeaseClient<Channel>> {
+    /// A client of the Lease service the leader serves on its peer port (as etcd forwards
+    /// lease calls over the peer transport): reached with the peer TLS settings, whatever the
+    /// client URLs require.
+    async fn leader_client(&self, server: &EtcdServer) -> StatusResult<LeaseClient<Channel>> {
         let leader = server.raft.leader();
         if leader == 0 {
             return Err(EtcdError::NoLeader.into());
         }
-        // Only plain http: forwarding over TLS would need client credentials we do not hold.
         let url = server
             .membership
             .members()
             .into_iter()
             .find(|m| m.id == leader && leader != server.member_id())
-            .and_then(|m| m.client_urls.into_iter().find(|u| u.starts_with("http://")))
+            .and_then(|m| m.peer_urls.into_iter().next())
             .ok_or_else(|| Status::from(EtcdError::NotLeader))?;
-        let mut channels = self.channels.lock();
-        if let Some(ch) = channels.get(&url) {
+        if let Some(ch) = self.channels.lock().get(&url) {
             return Ok(LeaseClient::new(ch.clone()));
         }
-        let ch = Endpoint::from_shared(url.clone())
-            .map_err(|e| Status::from(EtcdError::Internal(format!("leader url {url}: {e}"))))?
-            .connect_timeout(FORWARD_CONNECT_TIMEOUT)
-            .connect_lazy();
-        channels.insert(url, ch.clone());
+        let ch = crate::raft::transport::dial(server.transport.dialer(), &url, None)
+            .await
+            .map_err(|e| {
+                tracing::debug!("forwarding lease call to the leader failed: {e}");
+                Status::from(EtcdError::Timeout)
+            })?;
+        self.channels.lock().insert(url, ch.clone());
         Ok(LeaseClient::new(ch))
     }
 
@@ -129,7 +131,7 @@ impl Forwarder {
 
     /// The leader's TTL for `id` (0 if it does not know the lease).
     async fn renew(&self, server: &EtcdServer, id: i64) -> StatusResult<i64> {
-        let mut client = self.leader_client(server)?;
+        let mut client = self.leader_client(server).await?;
         let call = async move {
             let once = futures::stream::iter([LeaseKeepAliveRequest { id }]);
             let mut responses = client
@@ -164,7 +166,7 @@ impl Forwarder {
         server: &EtcdServer,
         req: LeaseTimeToLiveRequest,
     ) -> StatusResult<LeaseTimeToLiveResponse> {
-        let mut client = self.leader_client(server)?;
+        let mut client = self.leader_client(server).await?;
         let call = async move { client.lease_time_to_live(Self::mark(req)).await };
         match tokio::time::timeout(FORWARD_TIMEOUT, call).await {
             Ok(r) => Ok(r.map_err(Self::transport_error)?.into_inner()),

@@ -389,12 +389,13 @@ impl Lessor {
         Some((secs_until(now, l.expiry), l.ttl, keys))
     }
 
-    /// All lease ids, ascending.
+    /// All lease ids, the one expiring first first (as etcd lists them), ties by id.
     pub fn leases(&self) -> Vec<i64> {
         let inner = self.inner.lock();
-        let mut ids: Vec<i64> = inner.leases.keys().copied().collect();
+        let mut ids: Vec<(Instant, i64)> =
+            inner.leases.iter().map(|(&id, l)| (l.expiry, id)).collect();
         ids.sort_unstable();
-        ids
+        ids.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Up to `limit` leases whose expiry has passed, earliest first, for the expiry loop to

@@ -326,7 +326,12 @@ impl Peer for PeerService {
 
 /// The peer listener's gRPC routes, to be served on each --listen-peer-urls listener.
 pub fn peer_router(svc: PeerService) -> axum::Router {
+    peer_routes(svc).routes().into_axum_router()
+}
+
+/// The peer protocol's routes, to which the server adds the services it also offers its peers.
+pub fn peer_routes(svc: PeerService) -> tonic::service::RoutesBuilder {
     let mut b = tonic::service::Routes::builder();
     b.add_service(PeerServer::new(svc).max_decoding_message_size(MAX_DECODE_BYTES));
-    b.routes().into_axum_router()
+    b
 }
