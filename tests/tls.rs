@@ -400,3 +400,87 @@ fn auto_tls_single_member() {
         "get with the generated certificate as CA: {out}"
     );
 }
+
+/// Moving the whole cluster to a new CA with rolling restarts, as docs/security.md describes:
+/// (1) every member trusts both CAs (a bundle in the trusted CA files), restarted one at a time;
+/// (2) the server, peer and client certificates are re-issued by the new CA (files replaced, no
+/// restart); (3) the old CA is dropped, again one member at a time. The cluster serves
+/// throughout, and at the end a client certificate from the old CA is refused.
+#[test]
+fn ca_replaced_with_rolling_restarts() {
+    let dir = tempdir();
+    let set = MtlsSet::new(dir.path());
+    let mut c = Cluster::start_secure(Kind::Oxcd, 3, set.secure(&[]));
+    let old_ca = std::fs::read_to_string(set.pki.ca_file()).unwrap();
+    let new_dir = dir.path().join("new");
+    std::fs::create_dir_all(&new_dir).unwrap();
+    let new_pki = Pki::new(&new_dir, "ca2");
+    let new_ca = std::fs::read_to_string(new_pki.ca_file()).unwrap();
+    let old_client = set.pki.issue("old-client", "root", Usage::Client);
+
+    let mut writes = 0u64;
+    let mut put_everywhere = |c: &Cluster, stage: &str| {
+        for i in c.all() {
+            writes += 1;
+            let key = format!("ca/{writes:03}");
+            let out = c.ctl_with(Ctl::Etcdctl, i, &["put", &key, stage]);
+            assert_eq!(out.code, 0, "{stage}: put through m{}: {out}", i + 1);
+        }
+    };
+    let rolling_restart = |c: &mut Cluster, stage: &str| {
+        for i in c.all() {
+            c.restart(&[i]);
+            c.wait_leader(&c.all());
+            let out = c.ctl_with(Ctl::Etcdctl, i, &["get", "ca/", "--prefix", "--keys-only"]);
+            assert_eq!(out.code, 0, "{stage}: m{} after its restart: {out}", i + 1);
+        }
+    };
+
+    // (1) Trust both CAs.
+    replace_file(&set.pki.ca_file(), &format!("{old_ca}{new_ca}"));
+    rolling_restart(&mut c, "both CAs trusted");
+    put_everywhere(&c, "both-cas");
+
+    // (2) Certificates from the new CA, in place of the old ones.
+    for (stem, cn, usage, files) in [
+        ("server", "server", Usage::Server, &set.server),
+        ("peer", "peer", Usage::Peer, &set.peer),
+        ("client", "root", Usage::Client, &set.client),
+    ] {
+        let issued = new_pki.issue(stem, cn, usage);
+        replace_file(&files.key, &std::fs::read_to_string(&issued.key).unwrap());
+        replace_file(&files.cert, &std::fs::read_to_string(&issued.cert).unwrap());
+    }
+    // The harness's own TLS client re-reads the files it trusts and presents.
+    c.set_secure(set.secure(&[]));
+    put_everywhere(&c, "new-certs");
+
+    // (3) Drop the old CA.
+    replace_file(&set.pki.ca_file(), &new_ca);
+    c.set_secure(set.secure(&[]));
+    rolling_restart(&mut c, "new CA only");
+    put_everywhere(&c, "new-ca-only");
+    let out = c.ctl_with(Ctl::Etcdctl, 0, &["get", "ca/", "--prefix", "-w", "json"]);
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap_or_default();
+    assert_eq!(
+        v["count"].as_u64(),
+        Some(writes),
+        "every put is there: {out}"
+    );
+
+    // A client certificate from the old CA is refused now.
+    let mut args: Vec<String> = vec![format!("--cacert={}", set.pki.ca_file().display())];
+    args.extend(old_client.flags("cert", "key"));
+    args.extend(["get", "k", "--dial-timeout=2s", "--command-timeout=3s"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = ctl(Ctl::Etcdctl, &c.endpoint(0), &args);
+    assert_ne!(out.code, 0, "a client of the dropped CA was served: {out}");
+}
+
+/// Replaces `path` by writing a temporary file and renaming it over, so a reader never sees
+/// half a file.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
