@@ -27,8 +27,11 @@ use token::TokenProvider;
 pub const TOKEN_METADATA: &str = "token";
 pub const TOKEN_METADATA_GATEWAY: &str = "authorization";
 
-/// The cost factors bcrypt accepts.
-const BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 4..=31;
+/// The largest cost factor bcrypt accepts.
+const BCRYPT_MAX_COST: u32 = 31;
+/// What a cost below bcrypt's minimum (4) means: the default, as Go's bcrypt (and so etcd) has it.
+const BCRYPT_DEFAULT_COST: u32 = 10;
+const BCRYPT_MIN_COST: u32 = 4;
 
 /// The verified identity of a client, resolved from its token or certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,20 +80,29 @@ pub struct AuthStore {
 
 impl AuthStore {
     pub fn load(store: &MvccStore, cfg: &Config) -> anyhow::Result<AuthStore> {
-        if !BCRYPT_COSTS.contains(&cfg.bcrypt_cost) {
+        // etcd would start and then fail every password hash; refuse up front instead.
+        if cfg.bcrypt_cost > BCRYPT_MAX_COST {
             anyhow::bail!(
-                "invalid bcrypt-cost {}: it must be between {} and {}",
-                cfg.bcrypt_cost,
-                BCRYPT_COSTS.start(),
-                BCRYPT_COSTS.end()
+                "invalid --bcrypt-cost {}: bcrypt allows at most {BCRYPT_MAX_COST}",
+                cfg.bcrypt_cost
             );
         }
-        let tokens = TokenProvider::from_flag(&cfg.auth_token, cfg.auth_token_ttl)?;
+        let bcrypt_cost = if cfg.bcrypt_cost < BCRYPT_MIN_COST {
+            BCRYPT_DEFAULT_COST
+        } else {
+            cfg.bcrypt_cost
+        };
+        let tokens =
+            TokenProvider::from_flag(&cfg.auth_token, cfg.auth_token_ttl).map_err(|e| {
+                // etcd logs the reason and stops with a generic message.
+                tracing::error!("auth: {e:#}");
+                anyhow::anyhow!("auth: invalid auth options")
+            })?;
         let state = State::decode(store.meta_get(META_AUTH)?)?;
         Ok(AuthStore {
             state: RwLock::new(state),
             tokens,
-            bcrypt_cost: cfg.bcrypt_cost,
+            bcrypt_cost,
             client_cert_auth: cfg.client_tls.client_cert_auth,
         })
     }
