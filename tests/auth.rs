@@ -1,17 +1,21 @@
 //! Authentication and RBAC, compared with etcd 3.4: user and role management with its errors,
 //! `auth enable`/`disable` flows, the permission matrix (KV, txn, watch, lease, cluster and
 //! maintenance RPCs for users with read, write and readwrite on a key, a range and a prefix),
-//! permission changes taking effect, simple tokens (format, TTL, invalidation) and JWT tokens.
+//! permission changes taking effect, simple tokens (format, TTL, invalidation) and JWT tokens
+//! (claims, expiry, foreign keys, the auth revision) driven over gRPC.
 //! The facts behind the expectations are in the etcd oracle notes for issue 6.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use oxcd_api::etcdserverpb::{
+    AuthDisableRequest, AuthEnableRequest, AuthRoleAddRequest, AuthUserChangePasswordRequest,
+    AuthUserDeleteRequest, AuthUserGrantRoleRequest, AuthUserRevokeRoleRequest,
+};
 use oxcd_process_tests::compat_tests;
-use oxcd_process_tests::http;
+use oxcd_process_tests::grpc;
 use oxcd_process_tests::member::{Kind, Member, MemberOpts};
 use oxcd_process_tests::scenario::{step, Scenario, Step};
 use serde_json::Value;
@@ -466,65 +470,28 @@ compat_tests!(
 );
 
 // ---------------------------------------------------------------------------------------------
-// Tokens, through the JSON gateway (the token in the `Authorization` header), so that one
+// Tokens, over gRPC (the token in the `token` metadata, as clientv3 sends it), so that one
 // token can be kept across requests and time.
 
-/// `POST path body` with an optional token; the status and the body with its header removed.
-fn gw(member: &Member, path: &str, body: &str, token: Option<&str>) -> (u16, Value) {
-    let mut stream =
-        TcpStream::connect(("127.0.0.1", member.client_port)).expect("connect to the client port");
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n",
-        member.client_port,
-        body.len()
-    );
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: {t}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    stream.write_all(req.as_bytes()).expect("send request");
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let resp = http::parse(&raw).expect("an HTTP response");
-    let mut v: Value = serde_json::from_str(&resp.body)
-        .unwrap_or_else(|_| Value::String(resp.body.trim().to_string()));
-    if let Some(o) = v.as_object_mut() {
-        o.remove("header");
-    }
-    (resp.status, v)
+/// The outcome of an Authenticate: `OK` or the failure.
+fn login(member: &Member, user: &str, password: &str, token: Option<&str>) -> String {
+    grpc::done(grpc::authenticate(
+        &member.endpoint(),
+        user,
+        password,
+        token,
+    ))
 }
 
-/// The error message of a gateway answer, or "ok".
-fn outcome(v: &(u16, Value)) -> String {
-    match v.1.get("message").and_then(Value::as_str) {
-        Some(m) => format!("{} {m} (code {})", v.0, v.1["code"]),
-        None => "ok".to_string(),
-    }
-}
-
-fn authenticate(member: &Member, user: &str, password: &str) -> (u16, Value) {
-    gw(
-        member,
-        "/v3/auth/authenticate",
-        &format!(r#"{{"name":"{user}","password":"{password}"}}"#),
-        None,
-    )
-}
-
+/// A token for `user` (password = user name).
 fn token(member: &Member, user: &str) -> String {
-    let r = authenticate(member, user, user);
-    r.1["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{}: Authenticate {user}: {r:?}", member.kind))
-        .to_string()
+    grpc::authenticate(&member.endpoint(), user, user, None)
+        .unwrap_or_else(|f| panic!("{}: Authenticate {user}: {f}", member.kind))
 }
 
 /// Range of key `k` with `token`.
 fn get_k(member: &Member, token: Option<&str>) -> String {
-    outcome(&gw(member, "/v3/kv/range", r#"{"key":"aw=="}"#, token))
+    grpc::range(&member.endpoint(), "k", token)
 }
 
 /// Runs the setup steps with etcdctl.
@@ -564,10 +531,7 @@ fn simple_tokens(kind: Kind) -> Transcript {
         MemberOpts::args(["--bcrypt-cost", "4", "--auth-token-ttl", "3"]),
     );
     let mut t = Vec::new();
-    t.push(format!(
-        "disabled: {}",
-        outcome(&authenticate(&m, "root", "x"))
-    ));
+    t.push(format!("disabled: {}", login(&m, "root", "x", None)));
     // A token that does not exist is refused even while auth is off.
     t.push(format!(
         "disabled, bogus token: {}",
@@ -577,31 +541,16 @@ fn simple_tokens(kind: Kind) -> Transcript {
     let ro = token(&m, "ro");
     let re = regex::Regex::new(r"^[a-zA-Z]{16}\.[0-9]+$").unwrap();
     t.push(format!("format {}", re.is_match(&ro)));
-    t.push(format!(
-        "wrong password: {}",
-        outcome(&authenticate(&m, "ro", "x"))
-    ));
-    t.push(format!(
-        "unknown user: {}",
-        outcome(&authenticate(&m, "nobody", "x"))
-    ));
-    t.push(format!(
-        "empty name: {}",
-        outcome(&authenticate(&m, "", ""))
-    ));
+    t.push(format!("wrong password: {}", login(&m, "ro", "x", None)));
+    t.push(format!("unknown user: {}", login(&m, "nobody", "x", None)));
+    t.push(format!("empty name: {}", login(&m, "", "", None)));
     t.push(format!("no token: {}", get_k(&m, None)));
     t.push(format!("bogus token: {}", get_k(&m, Some("bogus.1"))));
     t.push(format!("ro: {}", get_k(&m, Some(&ro))));
     // Authenticate with a stale token in the request is refused too.
-    let stale = gw(
-        &m,
-        "/v3/auth/authenticate",
-        r#"{"name":"ro","password":"ro"}"#,
-        Some("bogus.1"),
-    );
     t.push(format!(
         "authenticate with a bad token: {}",
-        outcome(&stale)
+        login(&m, "ro", "ro", Some("bogus.1"))
     ));
     // The TTL slides with every use.
     for i in 0..3 {
@@ -617,29 +566,61 @@ fn simple_tokens(kind: Kind) -> Transcript {
     let root = token(&m, "root");
     let ro = token(&m, "ro");
     let rw = token(&m, "rw");
-    let admin = |path: &str, body: &str| outcome(&gw(&m, path, body, Some(&root)));
-    t.push(admin(
-        "/v3/auth/user/revoke",
-        r#"{"name":"ro","role":"rro"}"#,
+    let ep = m.endpoint();
+    let admin = Some(root.as_str());
+    t.push(format!(
+        "revoke role: {}",
+        grpc::auth(
+            &ep,
+            admin,
+            AuthUserRevokeRoleRequest {
+                name: "ro".into(),
+                role: "rro".into(),
+            }
+        )
     ));
     t.push(format!("role revoked: {}", get_k(&m, Some(&ro))));
-    t.push(admin(
-        "/v3/auth/user/grant",
-        r#"{"user":"ro","role":"rro"}"#,
+    t.push(format!(
+        "grant role: {}",
+        grpc::auth(
+            &ep,
+            admin,
+            AuthUserGrantRoleRequest {
+                user: "ro".into(),
+                role: "rro".into(),
+            }
+        )
     ));
     t.push(format!("role granted: {}", get_k(&m, Some(&ro))));
-    t.push(admin(
-        "/v3/auth/user/changepw",
-        r#"{"name":"ro","password":"ro2"}"#,
+    t.push(format!(
+        "change password: {}",
+        grpc::auth(
+            &ep,
+            admin,
+            AuthUserChangePasswordRequest {
+                name: "ro".into(),
+                password: "ro2".into(),
+                ..Default::default()
+            }
+        )
     ));
     t.push(format!("password changed: {}", get_k(&m, Some(&ro))));
     t.push(format!("other user: {}", get_k(&m, Some(&rw))));
-    t.push(admin("/v3/auth/user/delete", r#"{"name":"rw"}"#));
+    t.push(format!(
+        "delete rw: {}",
+        grpc::auth(&ep, admin, AuthUserDeleteRequest { name: "rw".into() })
+    ));
     t.push(format!("user deleted: {}", get_k(&m, Some(&rw))));
-    t.push(admin("/v3/auth/disable", "{}"));
+    t.push(format!(
+        "auth disable: {}",
+        grpc::auth(&ep, admin, AuthDisableRequest {})
+    ));
     t.push(format!("disabled, old token: {}", get_k(&m, Some(&root))));
     t.push(format!("disabled, no token: {}", get_k(&m, None)));
-    t.push(outcome(&gw(&m, "/v3/auth/enable", "{}", None)));
+    t.push(format!(
+        "auth enable: {}",
+        grpc::auth(&ep, None, AuthEnableRequest {})
+    ));
     t.push(format!("re-enabled, old token: {}", get_k(&m, Some(&root))));
     let root = token(&m, "root");
     t.push(format!("new token: {}", get_k(&m, Some(&root))));
@@ -647,7 +628,6 @@ fn simple_tokens(kind: Kind) -> Transcript {
 }
 
 #[test]
-#[ignore = "drives tokens through the JSON gateway, which oxcd serves from issue 7 on"]
 fn simple_tokens_like_etcd() {
     compare_kinds("simple_tokens", simple_tokens);
 }
@@ -812,24 +792,23 @@ fn jwt_tokens(kind: Kind) -> Transcript {
     // Any auth change makes outstanding tokens old.
     let root = token(&m, "root");
     let rw = token(&m, "rw");
-    t.push(outcome(&gw(
-        &m,
-        "/v3/auth/role/add",
-        r#"{"name":"extra"}"#,
-        Some(&root),
-    )));
+    t.push(format!(
+        "role add: {}",
+        grpc::auth(
+            &m.endpoint(),
+            Some(&root),
+            AuthRoleAddRequest {
+                name: "extra".into()
+            }
+        )
+    ));
     t.push(format!(
         "after an auth change, ro: {}",
         get_k(&m, Some(&ro))
     ));
     t.push(format!(
         "after an auth change, rw put: {}",
-        outcome(&gw(
-            &m,
-            "/v3/kv/put",
-            r#"{"key":"aw==","value":"eA=="}"#,
-            Some(&rw)
-        ))
+        grpc::put(&m.endpoint(), "k", "x", Some(&rw))
     ));
     let ro = token(&m, "ro");
     t.push(format!("new token: {}", get_k(&m, Some(&ro))));
@@ -847,7 +826,6 @@ fn jwt_tokens(kind: Kind) -> Transcript {
 }
 
 #[test]
-#[ignore = "drives tokens through the JSON gateway, which oxcd serves from issue 7 on"]
 fn jwt_tokens_like_etcd() {
     compare_kinds("jwt_tokens", jwt_tokens);
 }

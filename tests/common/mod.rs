@@ -8,6 +8,7 @@
 //! * [`ports`]: free loopback ports.
 //! * [`proc`]: child processes in their own process group, killed with their parent.
 //! * [`http`]: a tiny HTTP/1.1 GET for `/health` and `/version`.
+//! * [`grpc`]: blocking gRPC calls with an auth token, their outcomes as stable text.
 //! * [`member`]: one single-member cluster of oxcd or etcd ([`Member`]).
 //! * [`ctl`]: run etcdctl or oxctl with a timeout ([`ctl()`]).
 //! * [`normalize`]: make outputs of two different servers comparable ([`Norm`]).
@@ -21,6 +22,7 @@ pub mod b64;
 pub mod bins;
 pub mod cluster;
 pub mod ctl;
+pub mod grpc;
 pub mod http;
 pub mod member;
 pub mod normalize;
