@@ -499,7 +499,8 @@ mod tests {
             Err(EtcdError::LeaseTtlTooLarge)
         );
         assert!(l.exists(1) && !l.exists(6));
-        assert_eq!(l.leases(), vec![-3, 1, 2, 3, 4, 5]);
+        // Listed by expiry (as etcd lists them): TTL 2 (in grant order), 5, 10, the maximum.
+        assert_eq!(l.leases(), vec![1, 2, 3, -3, 4, 5]);
     }
 
     #[test]
@@ -671,7 +672,8 @@ mod tests {
         assert!(!l.exists(99));
         assert_eq!(l.lease_of(b"old"), 0);
         assert_eq!(l.lease_of(b"orphan"), 0);
-        assert_eq!(l.leases(), vec![1, 2]);
+        // Lease 2's TTL (1, raised to the minimum 2) ends before lease 1's.
+        assert_eq!(l.leases(), vec![2, 1]);
         let (remaining, granted, keys) = l.time_to_live_at(t0 + secs(50), 1, true).unwrap();
         assert_eq!((remaining, granted), (10, 10));
         assert_eq!(keys, vec![b"k1".to_vec(), b"k2".to_vec()]);
