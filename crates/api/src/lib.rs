@@ -14,18 +14,21 @@
 #[allow(clippy::all, missing_docs)]
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
 /// Persisted auth records: users, roles and permissions.
 #[allow(clippy::all, missing_docs)]
 pub mod authpb {
     tonic::include_proto!("authpb");
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
 }
 
 /// Membership records carried in raft entries (member attributes).
 #[allow(clippy::all, missing_docs)]
 pub mod membershippb {
     tonic::include_proto!("membershippb");
+    include!(concat!(env!("OUT_DIR"), "/membershippb.serde.rs"));
 }
 
 /// The main client API (KV, Watch, Lease, Cluster, Maintenance, Auth) plus
@@ -33,18 +36,21 @@ pub mod membershippb {
 #[allow(clippy::all, missing_docs)]
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
 }
 
 /// Leader election service.
 #[allow(clippy::all, missing_docs)]
 pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
 }
 
 /// Distributed lock service.
 #[allow(clippy::all, missing_docs)]
 pub mod v3lockpb {
     tonic::include_proto!("v3lockpb");
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
 }
 
 /// oxcd's own member-to-member protocol (raft message streams). Not part of

@@ -1,5 +1,6 @@
-//! The client listener: gRPC and the plain HTTP endpoints (`/health`, `/version`, `/metrics`)
-//! share each client URL, as on etcd's :2379, over TLS for `https://` URLs.
+//! The client listener: gRPC, the plain HTTP endpoints (`/health`, `/version`, `/metrics`) and
+//! the JSON gateway (`/v3/...`, see `gateway`) share each client URL, as on etcd's :2379, over
+//! TLS for `https://` URLs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,12 +22,16 @@ use crate::tls::{Acceptor, PeerIdentity};
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub fn router(server: Arc<EtcdServer>) -> axum::Router {
+    let gateway = crate::gateway::router(server.clone());
     let http = axum::Router::new()
         .route("/health", get(health))
         .route("/version", get(version))
         .route("/metrics", get(metrics))
         .with_state(server.clone());
-    crate::grpc::router(server).merge(http).fallback(not_found)
+    crate::grpc::router(server)
+        .merge(http)
+        .merge(gateway)
+        .fallback(not_found)
 }
 
 /// Unknown gRPC methods get gRPC's Unimplemented; any other unknown path is a plain 404, as on

@@ -13,6 +13,7 @@ pub mod compactor;
 pub mod config;
 pub mod corrupt;
 pub mod error;
+pub mod gateway;
 pub mod grpc;
 pub mod h2_authority;
 pub mod http;
