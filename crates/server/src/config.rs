@@ -332,6 +332,16 @@ pub struct Flags {
     #[arg(long, default_value = "default")]
     pub log_outputs: String,
 
+    /// Path to a YAML configuration file in etcd's schema; when given, the other flags and the
+    /// environment are ignored.
+    #[arg(long)]
+    pub config_file: Option<String>,
+
+    /// Keys of the configuration file that etcd knows but oxcd does not implement; `main` logs
+    /// them once logging is set up.
+    #[arg(skip)]
+    pub config_file_ignored: Vec<String>,
+
     /// Arguments after the flags: etcd takes none, and neither does oxcd.
     #[arg(hide = true)]
     pub positional: Vec<String>,
@@ -510,6 +520,16 @@ pub fn parse_flags(args: &[String], env: &[(String, String)]) -> Result<Flags, F
         // etcd prints its version before it looks at the environment.
         return Ok(flags);
     }
+    // A configuration file replaces the command line and the environment entirely; its own
+    // variable is read first, to know whether the others count.
+    let config_file = flags.config_file.clone().or_else(|| {
+        env.iter()
+            .find(|(k, v)| k == "ETCD_CONFIG_FILE" && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    });
+    if let Some(path) = config_file {
+        return crate::config_file::load(&path);
+    }
     let mut given = HashSet::new();
     let mut from_env = Vec::new();
     for arg in cmd.get_arguments() {
@@ -556,7 +576,7 @@ pub fn env_var(long: &str) -> String {
 }
 
 /// The clap command, with each flag's variable named in its help.
-fn command() -> clap::Command {
+pub(crate) fn command() -> clap::Command {
     Flags::command().mut_args(|arg| match arg.get_long() {
         // ETCD_VERSION is read too, but never prints the version.
         Some(long) if long != "version" => {
@@ -618,7 +638,7 @@ fn go_style_args(cmd: &clap::Command, args: &[String]) -> Vec<String> {
 
 /// The `FlagError` for a clap error; `from_env` when the command line alone parsed, so the bad
 /// value came from a variable.
-fn from_clap(e: clap::Error, from_env: bool) -> FlagError {
+pub(crate) fn from_clap(e: clap::Error, from_env: bool) -> FlagError {
     let context = |kind| match e.get(kind) {
         Some(ContextValue::String(s)) => s.clone(),
         _ => String::new(),

@@ -11,6 +11,7 @@ pub mod backup;
 pub mod bootstrap;
 pub mod compactor;
 pub mod config;
+pub mod config_file;
 pub mod corrupt;
 pub mod error;
 pub mod gateway;
@@ -24,6 +25,7 @@ pub mod mvcc;
 pub mod quota;
 pub mod raft;
 pub mod reconfig;
+pub mod sd_notify;
 pub mod server;
 pub mod tls;
 

@@ -74,9 +74,20 @@ fn main() {
         );
         return;
     }
+    let config_file = flags.config_file.clone();
+    let ignored_keys = flags.config_file_ignored.clone();
     let mut cfg = Config::from_flags(flags)
         .unwrap_or_else(|e| exit_with(&FlagError::Verify(format!("{e:#}"))));
     init_logging(&cfg);
+    if let Some(path) = config_file {
+        tracing::info!(
+            path = %path,
+            "loaded server configuration, other configuration command line flags and environment variables will be ignored if provided"
+        );
+        for key in ignored_keys {
+            tracing::warn!(path = %path, key = %key, "configuration key not supported by oxcd; ignored");
+        }
+    }
     // Like etcd, TLS problems (missing files, an https URL without certificates) stop the
     // member after the flags were verified, with its "failed to start" error.
     if let Err(e) = oxcd_server::tls::prepare(&mut cfg) {
@@ -163,6 +174,12 @@ async fn run(
         });
     }
     tracing::info!("ready to serve client requests");
+    // Under systemd's Type=notify, the unit counts as started only from here.
+    match oxcd_server::sd_notify::notify(oxcd_server::sd_notify::READY) {
+        Ok(true) => tracing::info!("successfully notified init daemon"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "failed to notify systemd for readiness"),
+    }
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = sigterm.recv() => {}
