@@ -19,7 +19,7 @@ if [ ! -x /usr/bin/etcd ] || [ ! -x /usr/bin/etcdctl ]; then
     fi
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update
-    $SUDO apt-get install -y --no-install-recommends etcd-server etcd-client
+    $SUDO apt-get install -y --no-install-recommends etcd-server etcd-client prometheus
 fi
 /usr/bin/etcd --version | head -n 1
 ETCDCTL_API=3 /usr/bin/etcdctl version | head -n 1

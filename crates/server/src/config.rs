@@ -116,6 +116,15 @@ pub struct Flags {
     #[arg(long, default_value = "4294967295", value_parser = strconv_u32)]
     pub max_concurrent_streams: u32,
 
+    /// List of URLs to listen on for the metrics and health endpoints.
+    #[arg(long, default_value = "", value_parser = url_list_or_empty)]
+    pub listen_metrics_urls: String,
+
+    /// Set level of detail for exported metrics, specify 'extensive' to include server side
+    /// grpc histogram metrics.
+    #[arg(long, default_value = "basic")]
+    pub metrics: String,
+
     /// Auto compaction retention length. 0 means disable auto compaction.
     #[arg(long, default_value = "0")]
     pub auto_compaction_retention: String,
@@ -370,6 +379,10 @@ pub struct Config {
     pub max_txn_ops: u32,
     /// --max-concurrent-streams: HTTP/2 streams per client connection.
     pub max_concurrent_streams: u32,
+    /// --listen-metrics-urls: extra listeners serving /metrics and the health probes.
+    pub listen_metrics_urls: Vec<Url>,
+    /// --metrics extensive: grpc_server_handling_seconds too.
+    pub metrics_extensive: bool,
     /// --auto-compaction-mode and --auto-compaction-retention as given; the retention is parsed
     /// (with etcd's start-up error) by `compactor::AutoCompaction::parse`.
     pub auto_compaction_mode: String,
@@ -789,6 +802,14 @@ fn url_list(s: &str) -> Result<String, ValueError> {
     Ok(s.to_string())
 }
 
+/// A URL list that may be empty (`--listen-metrics-urls`).
+fn url_list_or_empty(s: &str) -> Result<String, ValueError> {
+    if s.is_empty() {
+        return Ok(String::new());
+    }
+    url_list(s)
+}
+
 /// `--initial-cluster-state`: one of etcd's two values.
 fn cluster_state(s: &str) -> Result<String, ValueError> {
     match s {
@@ -918,6 +939,17 @@ impl Config {
             max_request_bytes: f.max_request_bytes,
             max_txn_ops: f.max_txn_ops,
             max_concurrent_streams: f.max_concurrent_streams,
+            listen_metrics_urls: split_list(&f.listen_metrics_urls)
+                .iter()
+                .map(|u| Url::parse(u))
+                .collect::<anyhow::Result<Vec<_>>>()
+                .with_context(|| {
+                    format!(
+                        "invalid value {:?} for flag --listen-metrics-urls",
+                        f.listen_metrics_urls
+                    )
+                })?,
+            metrics_extensive: f.metrics == "extensive",
             auto_compaction_mode: f.auto_compaction_mode,
             auto_compaction_retention: f.auto_compaction_retention,
             compaction_batch_limit: usize::try_from(f.experimental_compaction_batch_limit)

@@ -27,11 +27,32 @@ pub fn router(server: Arc<EtcdServer>) -> axum::Router {
         .route("/health", get(health))
         .route("/version", get(version))
         .route("/metrics", get(metrics))
+        .merge(probes())
         .with_state(server.clone());
     crate::grpc::router(server)
+        .layer(axum::middleware::from_fn(crate::grpc_metrics::track))
         .merge(http)
         .merge(gateway)
         .fallback(not_found)
+}
+
+/// What a --listen-metrics-urls listener serves: /metrics and the health probes, as etcd's.
+pub fn metrics_router(server: Arc<EtcdServer>) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .merge(probes())
+        .with_state(server)
+        .fallback(not_found)
+}
+
+/// etcd 3.5's /livez and /readyz (and /livez/<check>, /readyz/<check>).
+fn probes() -> axum::Router<Arc<EtcdServer>> {
+    axum::Router::new()
+        .route("/livez", get(probe_route))
+        .route("/livez/{check}", get(probe_route))
+        .route("/readyz", get(probe_route))
+        .route("/readyz/{check}", get(probe_route))
 }
 
 /// Unknown gRPC methods get gRPC's Unimplemented; any other unknown path is a plain 404, as on
@@ -49,18 +70,45 @@ async fn not_found(req: axum::extract::Request) -> axum::response::Response {
     }
 }
 
-async fn health(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
-    // As etcd 3.4: any active alarm makes the member unhealthy.
-    let alarms = server.alarms.get(0);
+/// The values of query parameter `name` (`?exclude=NOSPACE&exclude=CORRUPT`).
+fn query_values<'a>(query: &'a Option<String>, name: &'a str) -> impl Iterator<Item = &'a str> {
+    query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(move |kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+fn query_has(query: &Option<String>, name: &str) -> bool {
+    query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .any(|kv| kv == name || kv.starts_with(&format!("{name}=")))
+}
+
+/// `/health`, with etcd's `?exclude=<ALARM>` (an active alarm of that type does not count) and
+/// `?serializable=true`.
+async fn health(
+    State(server): State<Arc<EtcdServer>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> impl IntoResponse {
+    let excluded: Vec<&str> = query_values(&query, "exclude").collect();
+    let serializable = query_values(&query, "serializable").any(|v| v == "true");
+    let alarms: Vec<_> = server
+        .alarms
+        .get(0)
+        .into_iter()
+        .filter(|a| !excluded.contains(&alarm_name(a.alarm)))
+        .collect();
     for a in &alarms {
         tracing::warn!(alarm = %crate::alarm::alarm_text(a), "/health error due to an alarm");
     }
+    // As etcd 3.4: `serializable` only skips the leader check; the read is a quorum read either
+    // way (etcd 3.4's v2 QGET), so a member without quorum is unhealthy.
     let healthy = alarms.is_empty()
-        && server.raft.leader() != 0
-        && matches!(
-            tokio::time::timeout(HEALTH_TIMEOUT, server.read_index()).await,
-            Ok(Ok(()))
-        );
+        && (serializable || server.raft.leader() != 0)
+        && linearizable_read(&server).await;
     if healthy {
         (
             StatusCode::OK,
@@ -74,6 +122,105 @@ async fn health(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             "{\"health\":\"false\"}\n",
         )
+    }
+}
+
+fn alarm_name(alarm: i32) -> &'static str {
+    oxcd_api::etcdserverpb::AlarmType::try_from(alarm).map_or("", |t| t.as_str_name())
+}
+
+/// A local read of one key, as etcd's serializable health check.
+fn serializable_read(server: &EtcdServer) -> bool {
+    let req = oxcd_api::etcdserverpb::RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        limit: 1,
+        keys_only: true,
+        serializable: true,
+        ..Default::default()
+    };
+    server.store.range(&req).is_ok()
+}
+
+async fn linearizable_read(server: &EtcdServer) -> bool {
+    matches!(
+        tokio::time::timeout(HEALTH_TIMEOUT, server.read_index()).await,
+        Ok(Ok(()))
+    )
+}
+
+/// The checks behind /livez and /readyz, in the order they are listed.
+const LIVEZ: &[&str] = &["serializable_read"];
+const READYZ: &[&str] = &["data_corruption", "linearizable_read", "serializable_read"];
+
+/// One named check: None when it passes, else why it failed.
+async fn run_check(server: &EtcdServer, name: &str) -> Option<String> {
+    match name {
+        "data_corruption" => {
+            let corrupt = oxcd_api::etcdserverpb::AlarmType::Corrupt as i32;
+            (!server.alarms.get(corrupt).is_empty()).then(|| "Active Alarm: CORRUPT".to_string())
+        }
+        "serializable_read" => (!serializable_read(server)).then(|| "read failed".to_string()),
+        "linearizable_read" => {
+            (!linearizable_read(server).await).then(|| "etcdserver: request timed out".to_string())
+        }
+        _ => Some("unknown check".to_string()),
+    }
+}
+
+/// etcd 3.5's (Kubernetes-style) probe answer: `ok`, or with `?verbose` each check's line; a
+/// failure lists every check and answers 503.
+async fn probe(
+    server: &EtcdServer,
+    kind: &str,
+    checks: &[&str],
+    query: &Option<String>,
+) -> axum::response::Response {
+    let excluded: Vec<&str> = query_values(query, "exclude").collect();
+    let mut out = String::new();
+    let mut failed = false;
+    for &name in checks {
+        if excluded.contains(&name) {
+            out.push_str(&format!("[+]{name} excluded: ok\n"));
+            continue;
+        }
+        match run_check(server, name).await {
+            None => out.push_str(&format!("[+]{name} ok\n")),
+            Some(why) => {
+                failed = true;
+                out.push_str(&format!("[-]{name} failed: {why}\n"));
+            }
+        }
+    }
+    let text = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if failed {
+        tracing::warn!(checks = %out.trim_end().replace('\n', ", "), "/{kind} failed");
+        let body = format!("{out}{kind} check failed\n");
+        return (StatusCode::SERVICE_UNAVAILABLE, text, body).into_response();
+    }
+    if query_has(query, "verbose") {
+        return (StatusCode::OK, text, format!("{out}{kind} check passed\n")).into_response();
+    }
+    (StatusCode::OK, text, "ok").into_response()
+}
+
+/// `/livez`, `/readyz`, `/livez/<check>` and `/readyz/<check>`.
+async fn probe_route(
+    State(server): State<Arc<EtcdServer>>,
+    uri: axum::http::Uri,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> axum::response::Response {
+    let path = uri.path().trim_start_matches('/');
+    let (kind, one) = path
+        .split_once('/')
+        .map_or((path, None), |(k, c)| (k, Some(c)));
+    let checks = if kind == "livez" { LIVEZ } else { READYZ };
+    match one {
+        None => probe(&server, kind, checks, &query).await,
+        Some(check) => match checks.iter().find(|&&c| c == check) {
+            Some(&c) => probe(&server, kind, &[c], &query).await,
+            None => (StatusCode::NOT_FOUND, "404 page not found\n").into_response(),
+        },
     }
 }
 

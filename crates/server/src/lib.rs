@@ -16,6 +16,7 @@ pub mod corrupt;
 pub mod error;
 pub mod gateway;
 pub mod grpc;
+pub mod grpc_metrics;
 pub mod h2_authority;
 pub mod http;
 pub mod lease;

@@ -134,6 +134,11 @@ async fn run(
     for url in &cfg.listen_client_urls {
         listeners.push(oxcd_server::http::bind(url).await?);
     }
+    oxcd_server::grpc_metrics::set_extensive(cfg.metrics_extensive);
+    let mut metrics_listeners = Vec::new();
+    for url in &cfg.listen_metrics_urls {
+        metrics_listeners.push((oxcd_server::http::bind(url).await?, url.clone()));
+    }
     oxcd_server::tls::expiry::spawn(oxcd_server::tls::cert_files(&cfg));
     let urls = cfg.listen_client_urls.clone();
     let server = tokio::task::spawn_blocking(move || EtcdServer::start(cfg)).await??;
@@ -157,6 +162,14 @@ async fn run(
     }
 
     let mut tasks = tokio::task::JoinSet::new();
+    for (listener, url) in metrics_listeners {
+        tracing::info!(address = %url.raw, "serving metrics");
+        let tls = (url.scheme == "https")
+            .then(|| client_tls.clone())
+            .flatten();
+        let app = oxcd_server::http::metrics_router(server.clone());
+        tasks.spawn(async move { oxcd_server::http::serve(listener, app, 0, tls).await });
+    }
     for (listener, url) in listeners.into_iter().zip(urls) {
         let address = format!("{}:{}", url.host, url.port);
         let tls = if url.scheme == "https" {

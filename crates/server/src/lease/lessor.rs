@@ -203,6 +203,8 @@ impl Lessor {
             },
         );
         inner.queue.insert((expiry, id));
+        crate::metrics::LEASE_GRANTED.inc();
+        crate::metrics::LEASE_TTL.observe(ttl as f64);
         Ok(ttl)
     }
 
@@ -212,6 +214,7 @@ impl Lessor {
         let mut g = self.inner.lock();
         let inner = &mut *g;
         let lease = inner.leases.remove(&id).ok_or(EtcdError::LeaseNotFound)?;
+        crate::metrics::LEASE_REVOKED.inc();
         inner.queue.remove(&(lease.queue_at, id));
         for k in &lease.keys {
             // Only drop the mapping if it still points here; it always should.
@@ -363,6 +366,7 @@ impl Lessor {
         l.expiry = deadline(now, l.ttl, Duration::ZERO);
         let (ttl, at) = (l.ttl, l.expiry);
         inner.requeue(id, at);
+        crate::metrics::LEASE_RENEWED.inc();
         Ok(ttl)
     }
 

@@ -172,6 +172,7 @@ impl BatchState {
         ctx: &mut OpCtx,
         req: &PutRequest,
     ) -> Result<PutResponse> {
+        crate::metrics::MVCC_PUT.inc();
         let mut prev = None;
         if req.ignore_value || req.ignore_lease || req.prev_kv {
             let hit = store.index.read().get(&req.key, ctx.read_rev());
@@ -209,6 +210,7 @@ impl BatchState {
         ctx: &mut OpCtx,
         req: &DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse> {
+        crate::metrics::MVCC_DELETE.inc();
         let at = ctx.read_rev();
         let (mut keys, mut revs) = (Vec::new(), Vec::new());
         store
@@ -350,6 +352,7 @@ impl<'a> WriteBatch<'a> {
         req: &TxnRequest,
         lease_exists: &dyn Fn(i64) -> bool,
     ) -> Result<TxnResponse> {
+        crate::metrics::MVCC_TXN.inc();
         self.run(|st, store, table, ctx| txn::apply(st, store, table, ctx, req, lease_exists))
     }
 

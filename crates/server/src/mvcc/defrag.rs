@@ -395,13 +395,14 @@ impl MvccStore {
             remove_stale(&self.path)?;
             match self.defrag_once(&tmp) {
                 Ok((rounds, writes_held)) => {
+                    crate::metrics::DEFRAG.observe(start.elapsed().as_secs_f64());
                     return Ok(DefragReport {
                         size_before,
                         size_after: self.db_size(),
                         rounds,
                         writes_held,
                         took: start.elapsed(),
-                    })
+                    });
                 }
                 Err(Stop::Replaced) => {
                     tracing::info!("defrag: the backend was replaced by a snapshot; starting again")

@@ -263,6 +263,7 @@ pub fn range<T: KeyTable + ?Sized>(
     cur: i64,
     compact: i64,
 ) -> Result<RangeResponse> {
+    crate::metrics::MVCC_RANGE.inc();
     let p = plan(index, req, cur, compact)?;
     fetch(p, Some(table), req)
 }

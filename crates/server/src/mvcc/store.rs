@@ -225,6 +225,7 @@ impl MvccStore {
     }
 
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        crate::metrics::MVCC_RANGE.inc();
         let idx = self.index.read();
         let plan = range::plan(&idx, req, self.current_revision(), self.compact_raw())?;
         if !plan.needs_fetch() {
@@ -411,6 +412,13 @@ impl MvccStore {
     /// The copy is logical (row by row, so it is compact) and reads one redb snapshot; the writer
     /// is held up only while that read transaction begins.
     pub fn snapshot_to(&self, path: &Path) -> Result<(u64, u64)> {
+        let start = std::time::Instant::now();
+        let r = self.copy_to(path);
+        crate::metrics::BACKEND_SNAPSHOT.observe(start.elapsed().as_secs_f64());
+        r
+    }
+
+    fn copy_to(&self, path: &Path) -> Result<(u64, u64)> {
         let db = self.db();
         let src = {
             // Between batches: a batch may publish part of its rows early (`flush`, for a

@@ -117,12 +117,26 @@ impl RaftHandle {
         if data.len() > self.inner.max_request_bytes {
             return Err(EtcdError::RequestTooLarge);
         }
+        let _pending = crate::metrics::PendingProposal::start();
         let rx = self.inner.waiters.register(id);
         if self.inner.tx.send(NodeMsg::Propose { id, data }).is_err() {
             self.inner.waiters.forget(id);
+            crate::metrics::PROPOSALS_FAILED.inc();
             return Err(EtcdError::Stopped);
         }
-        self.wait_reply(id, rx).await
+        let r = self.wait_reply(id, rx).await;
+        if matches!(
+            r,
+            Err(EtcdError::Timeout
+                | EtcdError::DeadlineExceeded
+                | EtcdError::Stopped
+                | EtcdError::NoLeader
+                | EtcdError::NotLeader)
+        ) {
+            // As etcd: a proposal that raft never committed and applied for its caller.
+            crate::metrics::PROPOSALS_FAILED.inc();
+        }
+        r
     }
 
     /// Waits for the apply loop's answer to proposal `id`, up to the request timeout.

@@ -208,8 +208,15 @@ impl Drop for TempFile {
 impl Peer for PeerService {
     async fn send(&self, req: Request<Streaming<RaftBatch>>) -> Result<Response<SendAck>, Status> {
         let mut stream = req.into_inner();
+        // etcd_network_peer_received_bytes_total of the sender, resolved at its first batch.
+        let mut received: Option<prometheus::IntCounter> = None;
         while let Some(batch) = stream.message().await? {
             self.check(batch.cluster_id, batch.from, batch.to)?;
+            let counter = received.get_or_insert_with(|| {
+                crate::metrics::PEER_RECEIVED_BYTES
+                    .with_label_values(&[&crate::metrics::peer_label(batch.from)])
+            });
+            counter.inc_by(batch.messages.iter().map(|m| m.len() as u64).sum());
             for bytes in &batch.messages {
                 // Parsing from `Bytes` lets entry payloads share the received frame's buffer.
                 let msg = Message::parse_from_carllerche_bytes(bytes).map_err(|e| {

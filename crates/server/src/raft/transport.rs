@@ -55,6 +55,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a connected peer is probed for etcd_network_peer_round_trip_time_seconds.
+const RTT_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// HTTP/2 pings find a silently dead link (a partition sends no RST) within a few seconds,
 /// comparable to etcd's 5 s stream read timeout.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
@@ -364,6 +366,9 @@ impl<'a> Run<'a> {
             }
         }
         if self.dropped {
+            crate::metrics::PEER_SENT_FAILURES
+                .with_label_values(&[&crate::metrics::peer_label(self.to)])
+                .inc();
             // try_send: the node thread must not block on its own inbox.
             let _ = node_tx.try_send(NodeMsg::Unreachable(self.to));
         }
@@ -682,6 +687,24 @@ impl PeerTask {
         Ok(client)
     }
 
+    /// Probes the peer every `RTT_PROBE_INTERVAL` while its stream is up, into
+    /// etcd_network_peer_round_trip_time_seconds (etcd's prober does the same); never returns.
+    async fn measure_rtt(&self, mut client: PeerClient<Channel>) -> std::convert::Infallible {
+        let rtt = crate::metrics::PEER_RTT
+            .with_label_values(&[&crate::metrics::peer_label(self.link.id)]);
+        loop {
+            let start = Instant::now();
+            let probe = client.probe(ProbeRequest {
+                cluster_id: self.ids.cluster_id,
+                from: self.ids.local_id,
+            });
+            if let Ok(Ok(_)) = tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+                rtt.observe(start.elapsed().as_secs_f64());
+            }
+            tokio::time::sleep(RTT_PROBE_INTERVAL).await;
+        }
+    }
+
     /// Runs one `Send` stream until it breaks; returns why.
     async fn stream(&self, mut client: PeerClient<Channel>, generation: u64) -> String {
         let source = BatchSource {
@@ -690,14 +713,21 @@ impl PeerTask {
             ids: self.ids,
             pending: Vec::new(),
             ends: Vec::new(),
+            sent: crate::metrics::PEER_SENT_BYTES
+                .with_label_values(&[&crate::metrics::peer_label(self.link.id)]),
         };
         let body = futures::stream::unfold(source, |mut s| async move {
             let batch = s.next_batch().await?;
             Some((batch, s))
         });
+        let rtt = self.measure_rtt(client.clone());
         // The body never ends on its own while the link is up, so the call returning at all means
         // the stream is gone.
-        match client.send(body).await {
+        let sent = tokio::select! {
+            r = client.send(body) => r,
+            never = rtt => match never {},
+        };
+        match sent {
             Ok(_) => "stream closed by remote peer".to_string(),
             Err(status) => {
                 let mut why = status.message().to_string();
@@ -832,6 +862,8 @@ struct BatchSource {
     pending: Vec<Message>,
     /// Reused scratch: end offset of each message in the batch buffer.
     ends: Vec<usize>,
+    /// etcd_network_peer_sent_bytes_total for this peer.
+    sent: prometheus::IntCounter,
 }
 
 impl BatchSource {
@@ -889,6 +921,7 @@ impl BatchSource {
                 }
             }
         }
+        self.sent.inc_by(buf.len() as u64);
         let buf = Bytes::from(buf);
         let mut start = 0;
         let mut messages = Vec::with_capacity(self.ends.len());
