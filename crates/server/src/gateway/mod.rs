@@ -172,7 +172,8 @@ pub fn router(server: Arc<EtcdServer>) -> axum::Router {
     let mut router = axum::Router::new();
     for prefix in PREFIXES {
         for (path, route) in &routes {
-            router = router.route(&format!("{prefix}{path}"), route.clone());
+            let route = route.clone().fallback(method_not_allowed);
+            router = router.route(&format!("{prefix}{path}"), route);
         }
         // grpc-gateway's own 404 for any other path under its prefixes.
         router = router.route(&format!("{prefix}/{{*rest}}"), any(gateway_not_found));
@@ -201,16 +202,25 @@ async fn cors(mut resp: Response) -> Response {
     resp
 }
 
-async fn gateway_not_found() -> Response {
+/// A plain-text answer as Go's `http.Error` writes it.
+fn plain_text(status: StatusCode, text: &'static str) -> Response {
     (
-        StatusCode::NOT_FOUND,
+        status,
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
-        "Not Found\n",
+        text,
     )
         .into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    plain_text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n")
+}
+
+async fn gateway_not_found() -> Response {
+    plain_text(StatusCode::NOT_FOUND, "Not Found\n")
 }
 
 /// HTTP status grpc-gateway (v1, as vendored by etcd 3.4) gives a gRPC code.
@@ -260,15 +270,7 @@ async fn refuse_common_name(
         .get::<crate::tls::PeerIdentity>()
         .is_some_and(|id| !id.common_name.is_empty());
     if has_cn && server.cfg.client_tls.client_cert_auth && server.auth.enabled() {
-        return (
-            StatusCode::BAD_REQUEST,
-            [
-                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            ],
-            CN_REFUSED,
-        )
-            .into_response();
+        return plain_text(StatusCode::BAD_REQUEST, CN_REFUSED);
     }
     next.run(req).await
 }
@@ -345,57 +347,76 @@ fn frame<T: prost::Message>(msg: &T) -> Bytes {
     out.into()
 }
 
-/// The request body as a stream of messages: JSON objects decoded as they arrive, each one
-/// passed on as a gRPC frame. A malformed object ends the stream.
-fn request_stream<Req>(body: Body, max: usize) -> Streaming<Req>
+/// The JSON objects of a streaming request body, decoded as they arrive.
+struct JsonMessages {
+    data: axum::body::BodyDataStream,
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl JsonMessages {
+    fn new(body: Body, max: usize) -> JsonMessages {
+        JsonMessages {
+            data: body.into_data_stream(),
+            buf: Vec::new(),
+            max,
+        }
+    }
+
+    /// The next message; None at the end of the body. A malformed one is grpc-gateway's
+    /// Unknown error.
+    async fn next<Req: DeserializeOwned>(&mut self) -> Option<Result<Req, Status>> {
+        loop {
+            let start = self
+                .buf
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .unwrap_or(self.buf.len());
+            self.buf.drain(..start);
+            if !self.buf.is_empty() {
+                let mut it = serde_json::Deserializer::from_slice(&self.buf).into_iter::<Req>();
+                let parsed = match it.next() {
+                    Some(Ok(msg)) => Some(Ok((msg, it.byte_offset()))),
+                    Some(Err(e)) if !e.is_eof() => Some(Err(Status::unknown(e.to_string()))),
+                    _ => None,
+                };
+                match parsed {
+                    Some(Ok((msg, used))) => {
+                        self.buf.drain(..used);
+                        return Some(Ok(msg));
+                    }
+                    Some(Err(status)) => return Some(Err(status)),
+                    None => {}
+                }
+            }
+            match self.data.next().await {
+                Some(Ok(chunk)) if self.buf.len() + chunk.len() <= self.max => {
+                    self.buf.extend_from_slice(&chunk)
+                }
+                Some(Ok(_)) => return Some(Err(Status::resource_exhausted("request too large"))),
+                Some(Err(e)) => return Some(Err(Status::unknown(e.to_string()))),
+                None if self.buf.is_empty() => return None,
+                None => return Some(Err(Status::unknown("unexpected EOF"))),
+            }
+        }
+    }
+}
+
+/// The stream of requests a streaming service reads: `first`, then the body's further JSON
+/// messages, each passed on as a gRPC frame. A malformed message ends the stream.
+fn request_stream<Req>(first: Option<Req>, mut rest: JsonMessages) -> Streaming<Req>
 where
     Req: DeserializeOwned + prost::Message + Default + Send + 'static,
 {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
-        let mut data = body.into_data_stream();
-        let mut buf: Vec<u8> = Vec::new();
-        let mut seen_any = false;
-        loop {
-            let mut used = 0;
-            let mut failed = false;
-            {
-                let mut it = serde_json::Deserializer::from_slice(&buf).into_iter::<Req>();
-                loop {
-                    match it.next() {
-                        Some(Ok(msg)) => {
-                            used = it.byte_offset();
-                            seen_any = true;
-                            if tx.send(Ok(frame(&msg))).await.is_err() {
-                                return;
-                            }
-                        }
-                        Some(Err(e)) if e.is_eof() => break,
-                        Some(Err(_)) => {
-                            failed = true;
-                            break;
-                        }
-                        None => {
-                            used = buf.len();
-                            break;
-                        }
-                    }
-                }
-            }
-            if failed {
+        let Some(first) = first else { return };
+        if tx.send(Ok(frame(&first))).await.is_err() {
+            return;
+        }
+        while let Some(Ok(msg)) = rest.next::<Req>().await {
+            if tx.send(Ok(frame(&msg))).await.is_err() {
                 return;
-            }
-            buf.drain(..used);
-            match data.next().await {
-                Some(Ok(chunk)) if buf.len() + chunk.len() <= max => buf.extend_from_slice(&chunk),
-                Some(_) => return,
-                None => {
-                    // An empty body is one message with all fields at their defaults.
-                    if !seen_any && buf.iter().all(u8::is_ascii_whitespace) {
-                        let _ = tx.send(Ok(frame(&Req::default()))).await;
-                    }
-                    return;
-                }
             }
         }
     });
@@ -462,7 +483,14 @@ where
     Fut: Future<Output = Result<tonic::Response<S>, Status>>,
 {
     let (parts, body) = req.into_parts();
-    let requests = request_stream::<Req>(body, max);
+    // As grpc-gateway: a malformed first message is answered with an error instead of a stream.
+    let mut messages = JsonMessages::new(body, max);
+    let first = match messages.next::<Req>().await {
+        Some(Ok(msg)) => Some(msg),
+        Some(Err(status)) => return error_response(&status),
+        None => None,
+    };
+    let requests = request_stream(first, messages);
     match call(grpc_request(&parts.headers, requests)).await {
         Ok(resp) => stream_response(resp.into_inner()),
         Err(status) => error_response(&status),
