@@ -120,6 +120,16 @@ const ETCD_ONLY: &[&str] = &[
     "v2-deprecation",
 ];
 
+/// Keys for which etcd treats an empty string as absent.
+const KEEP_DEFAULT_WHEN_EMPTY: &[&str] = &[
+    "listen-peer-urls",
+    "listen-client-urls",
+    "initial-advertise-peer-urls",
+    "advertise-client-urls",
+    "listen-metrics-urls",
+    "initial-cluster-state",
+];
+
 /// How a flag's value is written in the file, as etcd's Go types decode it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -260,6 +270,10 @@ fn push_flag(
 ) -> Result<(), String> {
     let text = match (kind, value) {
         (_, Value::Null) => return Ok(()),
+        // etcd keeps the default URLs, and bootstraps a new cluster, for an empty string.
+        (_, Value::String(s)) if s.is_empty() && KEEP_DEFAULT_WHEN_EMPTY.contains(&key) => {
+            return Ok(())
+        }
         (Kind::Text | Kind::List, Value::String(s)) => s.clone(),
         (Kind::Number, Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
         (Kind::Bool, Value::Bool(b)) => b.to_string(),
@@ -422,6 +436,10 @@ mod tests {
         assert_eq!(f.name, "default");
         let f = from_str("# only a comment\n").unwrap();
         assert_eq!(f.listen_client_urls, "http://localhost:2379");
+        let f = from_str("listen-client-urls: ''\ninitial-cluster-state: ''\nname: ''\n").unwrap();
+        assert_eq!(f.listen_client_urls, "http://localhost:2379");
+        assert_eq!(f.initial_cluster_state, "new");
+        assert_eq!(f.name, "", "other strings are taken as they are");
     }
 
     /// The example in deploy/ is what operators copy: it must load and validate.
