@@ -229,6 +229,10 @@ pub enum Command {
     },
     /// Defragments the storage of the etcd members with given endpoints
     Defrag(DefragArgs),
+    /// Observes and participates in leader election
+    Elect(ElectArgs),
+    /// Acquires a named lock
+    Lock(LockArgs),
     /// commands for checking properties of the etcd cluster
     #[command(override_usage = "oxctl check <subcommand>")]
     Check {
@@ -421,6 +425,28 @@ pub struct WatchArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
     pub progress_notify: bool,
+    #[arg(hide = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(override_usage = "oxctl elect <election-name> [proposal] [flags]")]
+pub struct ElectArgs {
+    /// observation mode
+    #[arg(short = 'l', long, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false", value_parser = go_bool,
+          action = ArgAction::Set)]
+    pub listen: bool,
+    #[arg(hide = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(override_usage = "oxctl lock <lockname> [exec-command arg1 arg2 ...] [flags]")]
+pub struct LockArgs {
+    /// timeout for session
+    #[arg(long, default_value = "10", value_parser = go_int, allow_negative_numbers = true)]
+    pub ttl: i64,
     #[arg(hide = true)]
     pub args: Vec<String>,
 }

@@ -37,6 +37,8 @@ async fn dispatch(cli: &Cli) -> Result<()> {
         Command::Member { cmd } => cmd::member::run(g, cmd).await,
         Command::Alarm { cmd } => cmd::alarm::run(g, cmd).await,
         Command::Defrag(a) => cmd::defrag::run(g, a).await,
+        Command::Elect(a) => cmd::elect::run(g, a).await,
+        Command::Lock(a) => cmd::lock::run(g, a).await,
         Command::Check { cmd } => cmd::check::run(g, cmd).await,
         Command::Snapshot { cmd } => cmd::snapshot::run(g, cmd, command_timeout_set()).await,
         Command::Auth { cmd } => cmd::auth::run(g, cmd).await,

@@ -55,6 +55,8 @@ fn use_and_long(path: &[&str]) -> (String, &'static str) {
         ["member", "update"] => ("update <memberID> [options]", ""),
         ["member", "promote"] => ("promote <memberID>", PROMOTE_LONG),
         ["move-leader"] => ("move-leader <transferee-member-id>", ""),
+        ["elect"] => ("elect <election-name> [proposal]", ""),
+        ["lock"] => ("lock <lockname> [exec-command arg1 arg2 ...]", ""),
         _ => ("", ""),
     };
     let name = path.last().copied().unwrap_or("etcdctl");
@@ -162,7 +164,7 @@ fn flag_of(a: &Arg, cmd_name: &str) -> Option<Flag> {
         )
     } else if id == "endpoints" {
         (Kind::Other, "strings", format!("[{}]", defaults.join(",")))
-    } else if matches!(id, "limit" | "rev") {
+    } else if matches!(id, "limit" | "rev" | "ttl") {
         (
             Kind::Other,
             "int",

@@ -8,9 +8,11 @@ pub mod check;
 pub mod compaction;
 pub mod defrag;
 pub mod del;
+pub mod elect;
 pub mod endpoint;
 pub mod get;
 pub mod lease;
+pub mod lock;
 pub mod member;
 pub mod move_leader;
 pub mod put;
@@ -38,15 +40,7 @@ pub async fn client(g: &GlobalArgs) -> Result<(Client, Display)> {
 /// The end of the range holding every key with prefix `key`
 /// (clientv3.GetPrefixRangeEnd): "\0" when no such end exists.
 pub fn prefix_end(key: &[u8]) -> Vec<u8> {
-    let mut end = key.to_vec();
-    while let Some(last) = end.last_mut() {
-        if *last < 0xff {
-            *last += 1;
-            return end;
-        }
-        end.pop();
-    }
-    vec![0]
+    oxcd_server::grpc::election::prefix_end(key)
 }
 
 /// Parses a hexadecimal lease ID argument (leaseFromArgs).

@@ -2,8 +2,10 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod election;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod watch;
 
@@ -13,6 +15,9 @@ use oxcd_api::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+
+use oxcd_api::v3electionpb::election_server::ElectionServer;
+use oxcd_api::v3lockpb::lock_server::LockServer;
 
 use crate::server::EtcdServer;
 
@@ -71,6 +76,13 @@ pub fn router(server: Arc<EtcdServer>) -> axum::Router {
     );
     b.add_service(
         AuthServer::new(auth::AuthService::new(server.clone())).max_decoding_message_size(max_recv),
+    );
+    b.add_service(
+        ElectionServer::new(election::ElectionService::new(server.clone()))
+            .max_decoding_message_size(max_recv),
+    );
+    b.add_service(
+        LockServer::new(lock::LockService::new(server.clone())).max_decoding_message_size(max_recv),
     );
     b.routes()
         .into_axum_router()
