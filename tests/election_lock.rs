@@ -19,6 +19,7 @@ use oxcd_api::v3electionpb::{
 };
 use oxcd_api::v3lockpb::lock_client::LockClient;
 use oxcd_api::v3lockpb::{LockRequest, UnlockRequest};
+use oxcd_process_tests::cluster::Cluster;
 use oxcd_process_tests::ctl::{command, ctl, Ctl};
 use oxcd_process_tests::member::{Kind, Member};
 use oxcd_process_tests::proc;
@@ -185,31 +186,30 @@ echo out >> "$DIR/log"
 rmdir "$DIR/busy"
 "#;
 
-fn lock_scenario(kind: Kind) {
-    let m = Member::start(kind);
-    let ep = m.endpoint();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let d = dir.path().to_path_buf();
+/// Four processes (oxctl and etcdctl, the k-th on `endpoints[k % len]`) run [`CRITICAL`] under
+/// one lock three times each: never two inside at once, every round run.
+fn mutual_exclusion(endpoints: &[String], d: &Path) {
     let rounds = 3;
-    let workers: Vec<std::thread::JoinHandle<Vec<i32>>> =
-        [Ctl::Oxctl, Ctl::Etcdctl, Ctl::Oxctl, Ctl::Etcdctl]
-            .into_iter()
-            .map(|which| {
-                let (ep, d) = (ep.clone(), d.clone());
-                std::thread::spawn(move || {
-                    (0..rounds)
-                        .map(|_| {
-                            let mut cmd: Command =
-                                command(which, &ep, &["lock", "mutex", "--", "sh", "-c", CRITICAL]);
-                            cmd.env("DIR", &d);
-                            let out = oxcd_process_tests::ctl::run(cmd, None, PATIENCE);
-                            assert!(!out.timed_out, "{which} lock timed out: {out}");
-                            out.code
-                        })
-                        .collect()
-                })
+    let clients = [Ctl::Oxctl, Ctl::Etcdctl, Ctl::Oxctl, Ctl::Etcdctl];
+    let workers: Vec<std::thread::JoinHandle<Vec<i32>>> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(k, which)| {
+            let (ep, d) = (endpoints[k % endpoints.len()].clone(), d.to_path_buf());
+            std::thread::spawn(move || {
+                (0..rounds)
+                    .map(|_| {
+                        let mut cmd: Command =
+                            command(which, &ep, &["lock", "mutex", "--", "sh", "-c", CRITICAL]);
+                        cmd.env("DIR", &d);
+                        let out = oxcd_process_tests::ctl::run(cmd, None, PATIENCE);
+                        assert!(!out.timed_out, "{which} lock timed out: {out}");
+                        out.code
+                    })
+                    .collect()
             })
-            .collect();
+        })
+        .collect();
     for w in workers {
         assert_eq!(w.join().expect("worker"), vec![0; rounds]);
     }
@@ -227,6 +227,14 @@ fn lock_scenario(kind: Kind) {
     // Strictly alternating: every "in" is followed by its "out".
     let seq: Vec<&str> = log.lines().map(|l| l.split(' ').next().unwrap()).collect();
     assert!(seq.chunks(2).all(|p| p == ["in", "out"]), "{log}");
+}
+
+fn lock_scenario(kind: Kind) {
+    let m = Member::start(kind);
+    let ep = m.endpoint();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path().to_path_buf();
+    mutual_exclusion(std::slice::from_ref(&ep), &d);
 
     // A holder that dies releases the lock once its lease (--ttl) expires, whichever client.
     for (holder_ctl, waiter_ctl) in [(Ctl::Oxctl, Ctl::Etcdctl), (Ctl::Etcdctl, Ctl::Oxctl)] {
@@ -282,6 +290,42 @@ fn lock_scenario(kind: Kind) {
         assert_eq!(e.wait_exit(), 1);
         assert_eq!(e.stderr(), "Error: elect: session expired\n", "{which}");
     }
+}
+
+/// Three members: lock holders and election candidates on different members.
+fn cluster_scenario(kind: Kind) {
+    let c = Cluster::start(kind, 3);
+    let eps: Vec<String> = (0..3).map(|i| c.endpoint(i)).collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    mutual_exclusion(&eps, dir.path());
+    let d = dir.path();
+    let mut obs = Proc::spawn(d, "obs", Ctl::Oxctl, &eps[2], &["elect", "-l", "job"]);
+    let mut c1 = Proc::spawn(d, "c1", Ctl::Etcdctl, &eps[0], &["elect", "job", "p1"]);
+    until("c1 to lead", || elected(&c1));
+    let mut c2 = Proc::spawn(d, "c2", Ctl::Oxctl, &eps[1], &["elect", "job", "p2"]);
+    until("two candidates", || {
+        ctl(
+            Ctl::Etcdctl,
+            &eps[2],
+            &["get", "job/", "--prefix", "--keys-only"],
+        )
+        .stdout
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count()
+            == 2
+    });
+    assert!(!elected(&c2), "a second leader while c1 leads");
+    c1.signal(libc::SIGINT);
+    assert_eq!(c1.wait_exit(), 0, "c1: {}", c1.stderr());
+    until("c2 to lead", || elected(&c2));
+    until("the observer to see p2", || {
+        values(&obs.stdout()) == ["p1", "p2"]
+    });
+    c2.signal(libc::SIGINT);
+    assert_eq!(c2.wait_exit(), 0, "c2: {}", c2.stderr());
+    obs.signal(libc::SIGINT);
+    assert_eq!(obs.wait_exit(), 0, "obs: {}", obs.stderr());
 }
 
 /// The services' answers to misuse, as `OK`/`ERR <code> <message>` lines.
@@ -473,6 +517,11 @@ mod oxcd {
     fn grpc() {
         assert_eq!(grpc_scenario(Kind::Oxcd), GRPC_EXPECTED);
     }
+
+    #[test]
+    fn cluster() {
+        cluster_scenario(Kind::Oxcd);
+    }
 }
 
 mod etcd {
@@ -491,5 +540,10 @@ mod etcd {
     #[test]
     fn grpc() {
         assert_eq!(grpc_scenario(Kind::Etcd), GRPC_EXPECTED);
+    }
+
+    #[test]
+    fn cluster() {
+        cluster_scenario(Kind::Etcd);
     }
 }
