@@ -462,6 +462,55 @@ fn auth_steps(m: &Member, t: &mut Transcript, _: &mut Norm) {
     }
 }
 
+/// Election and lock through the gateway, with fixed lease ids so keys are the same on both.
+fn election_lock_steps(m: &Member, t: &mut Transcript, _: &mut Norm) {
+    t.post(m, "/v3/lease/grant", r#"{"TTL":"60","ID":"12345"}"#);
+    t.post(m, "/v3/lease/grant", r#"{"TTL":"60","ID":"12346"}"#);
+    t.post(m, "/v3/election/leader", r#"{"name":"ZQ=="}"#);
+    let body = t.post(
+        m,
+        "/v3/election/campaign",
+        r#"{"name":"ZQ==","lease":"12345","value":"djE="}"#,
+    );
+    let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap_or_default();
+    let leader = v["leader"].to_string();
+    t.post(m, "/v3/election/leader", r#"{"name":"ZQ=="}"#);
+    t.post(
+        m,
+        "/v3/election/proclaim",
+        &format!(r#"{{"leader":{leader},"value":"djI="}}"#),
+    );
+    let lines = post_stream(
+        m.client_port,
+        "/v3/election/observe",
+        r#"{"name":"ZQ=="}"#,
+        1,
+        || {},
+    );
+    t.note(format!("observe\n-> {}\n", lines.join("\n")));
+    t.post(
+        m,
+        "/v3/election/proclaim",
+        r#"{"leader":{"name":"ZQ==","key":"ZS94","rev":"1","lease":"12345"},"value":"eA=="}"#,
+    );
+    t.post(
+        m,
+        "/v3/election/resign",
+        &format!(r#"{{"leader":{leader}}}"#),
+    );
+    t.post(m, "/v3/election/leader", r#"{"name":"ZQ=="}"#);
+    let body = t.post(m, "/v3/lock/lock", r#"{"name":"bA==","lease":"12346"}"#);
+    let key = json_field(&body, "key");
+    t.post(m, "/v3/kv/range", r#"{"key":"bA==","range_end":"bQ=="}"#);
+    t.post(m, "/v3/lock/unlock", &format!(r#"{{"key":"{key}"}}"#));
+    t.post(m, "/v3/kv/range", r#"{"key":"bA==","range_end":"bQ=="}"#);
+}
+
+#[test]
+fn election_and_lock_like_etcd() {
+    compare(election_lock_steps);
+}
+
 #[test]
 fn kv_like_etcd() {
     compare(kv_steps);

@@ -28,8 +28,11 @@ use oxcd_api::etcdserverpb::{
     auth_server::Auth, cluster_server::Cluster, kv_server::Kv, lease_server::Lease,
     maintenance_server::Maintenance, watch_server::Watch,
 };
+use oxcd_api::v3electionpb::election_server::Election;
+use oxcd_api::v3lockpb::lock_server::Lock;
 
 use crate::grpc::{auth::AuthService, cluster::ClusterService, kv::KvService};
+use crate::grpc::{election::ElectionService, lock::LockService};
 use crate::grpc::{lease::LeaseService, maintenance::MaintenanceService, watch::WatchService};
 use crate::server::EtcdServer;
 
@@ -48,6 +51,8 @@ struct Services {
     cluster: ClusterService,
     maintenance: MaintenanceService,
     auth: AuthService,
+    election: ElectionService,
+    lock: LockService,
     /// Largest request body accepted, as the gRPC port's receive limit.
     max_body: usize,
 }
@@ -64,6 +69,16 @@ macro_rules! unary {
     };
 }
 
+/// A server-streaming route: one JSON request, then `{"result":...}` lines.
+macro_rules! server_stream {
+    ($svc:ident, $tr:ident :: $method:ident) => {
+        post(|State(s): Svc, req: Request| async move {
+            let max = s.max_body;
+            server_stream(req, max, |r| async move { $tr::$method(&s.$svc, r).await }).await
+        })
+    };
+}
+
 /// A bidirectional-streaming route.
 macro_rules! bidi {
     ($svc:ident, $tr:ident :: $method:ident) => {
@@ -75,7 +90,7 @@ macro_rules! bidi {
     };
 }
 
-/// Every gateway route of etcd 3.4 (election and lock excepted), under `/v3` and `/v3beta`.
+/// Every gateway route of etcd 3.4, under `/v3` and `/v3beta`.
 pub fn router(server: Arc<EtcdServer>) -> axum::Router {
     let services = Arc::new(Services {
         kv: KvService::new(server.clone()),
@@ -84,6 +99,8 @@ pub fn router(server: Arc<EtcdServer>) -> axum::Router {
         cluster: ClusterService::new(server.clone()),
         maintenance: MaintenanceService::new(server.clone()),
         auth: AuthService::new(server.clone()),
+        election: ElectionService::new(server.clone()),
+        lock: LockService::new(server.clone()),
         max_body: crate::grpc::max_recv_bytes(&server),
     });
     let routes: Vec<(&str, MethodRouter<Arc<Services>>)> = vec![
@@ -138,11 +155,24 @@ pub fn router(server: Arc<EtcdServer>) -> axum::Router {
         ),
         // etcd 3.4 binds Hash and HashKV to the same path; Hash is the one that answers.
         ("/maintenance/hash", unary!(maintenance, Maintenance::hash)),
-        ("/maintenance/snapshot", post(snapshot)),
+        (
+            "/maintenance/snapshot",
+            server_stream!(maintenance, Maintenance::snapshot),
+        ),
         (
             "/maintenance/transfer-leadership",
             unary!(maintenance, Maintenance::move_leader),
         ),
+        ("/election/campaign", unary!(election, Election::campaign)),
+        ("/election/proclaim", unary!(election, Election::proclaim)),
+        ("/election/leader", unary!(election, Election::leader)),
+        (
+            "/election/observe",
+            server_stream!(election, Election::observe),
+        ),
+        ("/election/resign", unary!(election, Election::resign)),
+        ("/lock/lock", unary!(lock, Lock::lock)),
+        ("/lock/unlock", unary!(lock, Lock::unlock)),
         ("/auth/enable", unary!(auth, Auth::auth_enable)),
         ("/auth/disable", unary!(auth, Auth::auth_disable)),
         ("/auth/authenticate", unary!(auth, Auth::authenticate)),
@@ -497,14 +527,21 @@ where
     }
 }
 
-/// `/v3/maintenance/snapshot`: the snapshot's chunks, one `{"result":...}` line each.
-async fn snapshot(State(s): Svc, req: Request) -> Response {
+/// A server-streaming call: the request from the body, the answers as lines.
+async fn server_stream<Req, Resp, S, F, Fut>(req: Request, max: usize, call: F) -> Response
+where
+    Req: DeserializeOwned + Default,
+    Resp: Serialize + Send + 'static,
+    S: Stream<Item = Result<Resp, Status>> + Send + 'static,
+    F: FnOnce(tonic::Request<Req>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<S>, Status>>,
+{
     let (parts, body) = req.into_parts();
-    let msg = match read_body(body, s.max_body).await.and_then(|b| decode(&b)) {
+    let msg = match read_body(body, max).await.and_then(|b| decode::<Req>(&b)) {
         Ok(msg) => msg,
         Err(status) => return error_response(&status),
     };
-    match Maintenance::snapshot(&s.maintenance, grpc_request(&parts.headers, msg)).await {
+    match call(grpc_request(&parts.headers, msg)).await {
         Ok(resp) => stream_response(resp.into_inner()),
         Err(status) => error_response(&status),
     }
