@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs every test of oxcd:
-#   1. installs the real etcd and etcdctl (the oracle of the process tests) if missing,
+#   1. installs the real etcd and etcdctl (the oracle of the process tests) if missing, and
+#      node, npm and the pinned npm packages of tests/clients/node,
 #   2. builds every binary of the workspace (debug profile),
 #   3. runs every test: unit tests and the process tests in tests/.
 #
@@ -11,18 +12,34 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*"; }
 
+# apt_install PACKAGE...: Debian packages, with sudo when not root.
+apt_install() {
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        sudo="sudo"
+    fi
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+}
+
 if [ ! -x /usr/bin/etcd ] || [ ! -x /usr/bin/etcdctl ]; then
     log "installing etcd-server and etcd-client (the reference etcd 3.4)"
-    SUDO=""
-    if [ "$(id -u)" != 0 ]; then
-        SUDO="sudo"
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update
-    $SUDO apt-get install -y --no-install-recommends etcd-server etcd-client prometheus
+    apt_install etcd-server etcd-client prometheus
 fi
 /usr/bin/etcd --version | head -n 1
 ETCDCTL_API=3 /usr/bin/etcdctl version | head -n 1
+
+# The Node etcd3 client library that tests/client_library.rs runs against oxcd and etcd: node and
+# npm (Debian's packages when missing), then the versions pinned in package-lock.json.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    log "installing nodejs and npm (for tests/clients/node)"
+    apt_install nodejs npm
+fi
+node --version
+if [ ! -f tests/clients/node/node_modules/etcd3/package.json ]; then
+    log "npm ci in tests/clients/node (the etcd3 client library)"
+    (cd tests/clients/node && timeout 300 npm ci --no-audit --no-fund)
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "cargo not found: install a Rust toolchain (https://rustup.rs), 1.90 or newer" >&2
