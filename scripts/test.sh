@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs every test of oxcd:
-#   1. installs the real etcd and etcdctl (the oracle of the process tests) if missing, and
-#      node, npm and the pinned npm packages of tests/clients/node,
+#   1. installs the real etcd and etcdctl (the oracle of the process tests) if missing, promtool,
+#      and node, npm and the pinned npm packages of tests/clients/node,
 #   2. builds every binary of the workspace (debug profile),
 #   3. runs every test: unit tests and the process tests in tests/.
 #
@@ -24,10 +24,16 @@ apt_install() {
 
 if [ ! -x /usr/bin/etcd ] || [ ! -x /usr/bin/etcdctl ]; then
     log "installing etcd-server and etcd-client (the reference etcd 3.4)"
-    apt_install etcd-server etcd-client prometheus
+    apt_install etcd-server etcd-client
 fi
 /usr/bin/etcd --version | head -n 1
 ETCDCTL_API=3 /usr/bin/etcdctl version | head -n 1
+
+# promtool checks and tests the alert rules in deploy/prometheus (tests/metrics.rs).
+if ! command -v promtool >/dev/null 2>&1; then
+    log "installing prometheus (for promtool)"
+    apt_install prometheus
+fi
 
 # The Node etcd3 client library that tests/client_library.rs runs against oxcd and etcd: node and
 # npm (Debian's packages when missing), then the versions pinned in package-lock.json.
