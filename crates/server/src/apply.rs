@@ -26,6 +26,9 @@ use crate::raft::storage::WalStorage;
 use crate::raft::waiters::Waiters;
 use crate::server::ApplyResponse;
 
+/// etcd's `warnApplyDuration`: an apply slower than this is logged.
+const WARN_APPLY_DURATION: Duration = Duration::from_millis(100);
+
 /// How long applied state may stay only in the WAL before redb is made durable too; the WAL
 /// already holds every entry, so this bounds replay work after a crash, not safety.
 const DURABLE_INTERVAL: Duration = Duration::from_millis(100);
@@ -173,7 +176,17 @@ impl Applier {
                         }
                     };
                     let id = req.header.as_ref().map(|h| h.id).unwrap_or(req.id);
+                    let start = Instant::now();
                     let reply = self.apply_request(&mut batch, req, e.index);
+                    let took = start.elapsed();
+                    if took > WARN_APPLY_DURATION {
+                        tracing::warn!(
+                            took = %crate::logging::go_duration(took),
+                            "expected-duration" = %crate::logging::go_duration(WARN_APPLY_DURATION),
+                            index = e.index,
+                            "apply request took too long"
+                        );
+                    }
                     if matches!(reply, Err(EtcdError::NoSpace)) && !self.alarms.nospace() {
                         // Over the quota when applied: answered once this member's NOSPACE
                         // alarm is proposed, as etcd does.

@@ -20,6 +20,7 @@ pub mod grpc_metrics;
 pub mod h2_authority;
 pub mod http;
 pub mod lease;
+pub mod logging;
 pub mod membership;
 pub mod metrics;
 pub mod mvcc;

@@ -4,28 +4,9 @@ use oxcd_server::config::{parse_flags, Config, FlagError};
 use oxcd_server::server::EtcdServer;
 
 fn init_logging(cfg: &Config) {
-    let level = match cfg.log_level.as_str() {
-        "debug" => "debug",
-        "info" => "info",
-        "warn" => "warn",
-        _ => "error",
-    };
-    // raft-rs is chatty at info about every vote; keep it at warn unless debugging.
-    let filter = if level == "debug" {
-        "debug".to_string()
-    } else {
-        format!("{level},raft=warn")
-    };
-    let builder = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_target(false)
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter));
-    if cfg.log_outputs.iter().any(|o| o == "stdout") {
-        builder.with_writer(std::io::stdout).init();
-    } else {
-        builder.with_writer(std::io::stderr).init();
+    if let Err(e) = oxcd_server::logging::init(&cfg.log_level, &cfg.log_outputs) {
+        eprintln!("oxcd: failed to open --log-outputs: {e}");
+        std::process::exit(1);
     }
 }
 
@@ -120,10 +101,41 @@ async fn run(
     auto_compaction: Option<oxcd_server::compactor::AutoCompaction>,
 ) -> anyhow::Result<()> {
     let retention = auto_compaction.map_or_else(|| "0s".to_string(), |a| a.retention_string());
+    use oxcd_server::logging::go_duration;
+    let raws = |urls: &[oxcd_server::config::Url]| {
+        oxcd_server::logging::strings(&urls.iter().map(|u| u.raw.as_str()).collect::<Vec<_>>())
+    };
+    let initial_cluster = cfg
+        .initial_cluster
+        .iter()
+        .flat_map(|(name, urls)| urls.iter().map(move |u| format!("{name}={u}")))
+        .collect::<Vec<_>>()
+        .join(",");
     tracing::info!(
+        etcd_version = oxcd_server::ETCD_VERSION,
+        oxcd_version = env!("CARGO_PKG_VERSION"),
+        go_os = std::env::consts::OS,
+        go_arch = oxcd_server::logging::go_arch(),
         name = %cfg.name,
         data_dir = %cfg.data_dir.display(),
+        force_new_cluster = cfg.force_new_cluster,
+        heartbeat_interval = %go_duration(std::time::Duration::from_millis(cfg.heartbeat_interval_ms)),
+        election_timeout = %go_duration(std::time::Duration::from_millis(cfg.election_timeout_ms)),
+        snapshot_count = cfg.snapshot_count,
+        max_snapshots = cfg.max_snapshots,
+        initial_advertise_peer_urls = ?oxcd_server::logging::strings(&cfg.initial_advertise_peer_urls),
+        listen_peer_urls = ?raws(&cfg.listen_peer_urls),
+        advertise_client_urls = ?oxcd_server::logging::strings(&cfg.advertise_client_urls),
+        listen_client_urls = ?raws(&cfg.listen_client_urls),
+        listen_metrics_urls = ?raws(&cfg.listen_metrics_urls),
+        initial_cluster = %initial_cluster,
+        initial_cluster_state = if cfg.initial_cluster_state_new { "new" } else { "existing" },
+        initial_cluster_token = %cfg.initial_cluster_token,
+        quota_backend_bytes = cfg.quota_backend_bytes,
+        max_request_bytes = cfg.max_request_bytes,
         "max-concurrent-streams" = cfg.max_concurrent_streams,
+        initial_corrupt_check = cfg.initial_corrupt_check,
+        corrupt_check_time_interval = %go_duration(cfg.corrupt_check_time),
         "auto-compaction-mode" = %cfg.auto_compaction_mode,
         "auto-compaction-retention" = %retention,
         "auto-compaction-interval" = %retention,

@@ -497,9 +497,31 @@ impl EtcdServer {
             match self.propose(req).await {
                 Ok(_) => {
                     tracing::info!(
-                        "published local member to cluster through raft: local-member-id {:x}, cluster-id {:x}",
-                        self.member_id(),
-                        self.cluster_id()
+                        local_member_id = %format!("{:x}", self.member_id()),
+                        local_member_attributes = %format!(
+                            "{{Name:{} ClientURLs:[{}]}}",
+                            self.cfg.name,
+                            self.cfg.advertise_client_urls.join(" ")
+                        ),
+                        request_path = %format!("/0/members/{:x}/attributes", self.member_id()),
+                        cluster_id = %format!("{:x}", self.cluster_id()),
+                        publish_timeout = %crate::logging::go_duration(request_timeout(&self.cfg)),
+                        "published local member to cluster through raft"
+                    );
+                    // oxcd's cluster version is fixed (every member speaks the same API), so it
+                    // is in force as soon as this member is part of the cluster.
+                    let version = crate::ETCD_CLUSTER_VERSION
+                        .rsplit_once('.')
+                        .map_or(crate::ETCD_CLUSTER_VERSION, |(v, _)| v);
+                    tracing::info!(
+                        cluster_id = %format!("{:x}", self.cluster_id()),
+                        local_member_id = %format!("{:x}", self.member_id()),
+                        cluster_version = version,
+                        "set initial cluster version"
+                    );
+                    tracing::info!(
+                        cluster_version = version,
+                        "enabled capabilities for version"
                     );
                     return;
                 }

@@ -24,11 +24,16 @@ impl Drain for TracingDrain {
         let _ = record.kv().serialize(record, &mut kv);
         let _ = values.serialize(record, &mut kv);
         let msg = format!("{}{}", record.msg(), kv.0);
+        // The record's own source line, as etcd's raft lines name raft/raft.go.
+        let file = record.file().rsplit('/').next().unwrap_or_default();
+        let caller = format!("raft/{file}:{}", record.line());
         match record.level() {
-            slog::Level::Critical | slog::Level::Error => tracing::error!(target: "raft", "{msg}"),
-            slog::Level::Warning => tracing::warn!(target: "raft", "{msg}"),
-            slog::Level::Info => tracing::info!(target: "raft", "{msg}"),
-            _ => tracing::debug!(target: "raft", "{msg}"),
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::error!(target: "raft", caller = %caller, "{msg}")
+            }
+            slog::Level::Warning => tracing::warn!(target: "raft", caller = %caller, "{msg}"),
+            slog::Level::Info => tracing::info!(target: "raft", caller = %caller, "{msg}"),
+            _ => tracing::debug!(target: "raft", caller = %caller, "{msg}"),
         }
         Ok(())
     }

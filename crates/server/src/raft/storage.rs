@@ -7,6 +7,9 @@
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+/// etcd's `warnSyncDuration`: a WAL sync slower than this is logged as a slow fdatasync.
+const WARN_SYNC_DURATION: std::time::Duration = std::time::Duration::from_secs(1);
+
 use parking_lot::{Mutex, RwLock};
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
@@ -246,7 +249,15 @@ impl WalStorage {
             let start = std::time::Instant::now();
             self.engine.write(&mut batch, sync)?;
             if sync {
-                crate::metrics::WAL_FSYNC.observe(start.elapsed().as_secs_f64());
+                let took = start.elapsed();
+                crate::metrics::WAL_FSYNC.observe(took.as_secs_f64());
+                if took > WARN_SYNC_DURATION {
+                    tracing::warn!(
+                        took = %crate::logging::go_duration(took),
+                        "expected-duration" = %crate::logging::go_duration(WARN_SYNC_DURATION),
+                        "slow fdatasync"
+                    );
+                }
             }
         }
         if let Some(hs) = hs {
