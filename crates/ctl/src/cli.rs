@@ -265,6 +265,9 @@ pub enum Command {
         override_usage = "oxctl move-leader <transferee-member-id>"
     )]
     MoveLeader(Rest),
+    /// Makes a mirror at the destination etcd cluster
+    #[command(override_usage = "oxctl make-mirror [options] <destination>")]
+    MakeMirror(MakeMirrorArgs),
     /// Prints the version of etcdctl
     Version(Rest),
 }
@@ -272,6 +275,36 @@ pub enum Command {
 /// Positional arguments only; etcdctl checks their number itself.
 #[derive(Args, Debug)]
 pub struct Rest {
+    #[arg(hide = true)]
+    pub args: Vec<String>,
+}
+
+/// `make-mirror`: the destination's own TLS flags and the key prefixes.
+#[derive(Args, Debug, Clone)]
+pub struct MakeMirrorArgs {
+    /// Verify certificates of TLS enabled secure servers using this CA bundle
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub dest_cacert: String,
+    /// Identify secure client using this TLS certificate file for the destination cluster
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub dest_cert: String,
+    /// Identify secure client using this TLS key file
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub dest_key: String,
+    /// Disable transport security for client connections
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "true", value_parser = go_bool, action = ArgAction::Set)]
+    pub dest_insecure_transport: bool,
+    /// Key-value prefix to mirror
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub prefix: String,
+    /// destination prefix to mirror a prefix to a different prefix in the destination cluster
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub dest_prefix: String,
+    /// mirror key-values to the root of the destination cluster
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub no_dest_prefix: bool,
     #[arg(hide = true)]
     pub args: Vec<String>,
 }

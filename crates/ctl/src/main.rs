@@ -45,6 +45,7 @@ async fn dispatch(cli: &Cli) -> Result<()> {
         Command::User { cmd } => cmd::user::run(g, cmd).await,
         Command::Role { cmd } => cmd::role::run(g, cmd).await,
         Command::MoveLeader(a) => cmd::move_leader::run(g, a).await,
+        Command::MakeMirror(a) => cmd::make_mirror::run(g, a).await,
         Command::Version(_) => {
             cmd::version::run();
             Ok(())

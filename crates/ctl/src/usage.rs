@@ -55,6 +55,7 @@ fn use_and_long(path: &[&str]) -> (String, &'static str) {
         ["member", "update"] => ("update <memberID> [options]", ""),
         ["member", "promote"] => ("promote <memberID>", PROMOTE_LONG),
         ["move-leader"] => ("move-leader <transferee-member-id>", ""),
+        ["make-mirror"] => ("make-mirror [options] <destination>", ""),
         ["elect"] => ("elect <election-name> [proposal]", ""),
         ["lock"] => ("lock <lockname> [exec-command arg1 arg2 ...]", ""),
         _ => ("", ""),
