@@ -10,6 +10,9 @@
 //!   capnslog).
 //! - `log_outputs_and_level`: `--log-outputs=stderr,<file>` writes every line to both, and
 //!   `--log-level=warn` drops the info lines; each checked on etcd too.
+//! - `read_index_retry_is_logged`: a 3-member cluster that lost two members logs "waiting for
+//!   ReadIndex response took too long, retrying" (warn, `retry-timeout` 500ms) for a
+//!   linearizable get, as etcd does.
 
 use std::collections::BTreeMap;
 
@@ -169,5 +172,30 @@ fn log_outputs_and_level() {
             );
         }
         assert!(!logs.contains(COMMON[1]), "{kind:?}: {logs}");
+    }
+}
+
+/// A linearizable read on a member that lost its quorum: raft never answers the ReadIndex, and
+/// the member logs etcd's retry warning every 500 ms until the request times out.
+#[test]
+fn read_index_retry_is_logged() {
+    for kind in [Kind::Etcd, Kind::Oxcd] {
+        let mut c = Cluster::start_with(kind, 3, &["--logger=zap"]);
+        c.ctl_ok(0, &["put", "k", "v"]);
+        c.stop(1);
+        c.stop(2);
+        let out = c.ctl(0, &["get", "k", "--command-timeout=3s"]);
+        assert_ne!(
+            out.code, 0,
+            "{kind:?}: a read without quorum succeeded\n{out}"
+        );
+        let logs = c.logs(0, usize::MAX);
+        let retry = json_lines(&logs)
+            .into_iter()
+            .find(|(_, v)| v["msg"] == "waiting for ReadIndex response took too long, retrying");
+        let (line, v) = retry.unwrap_or_else(|| panic!("{kind:?} logged no retry:\n{logs}"));
+        check_head(&line, &v);
+        assert_eq!(v["level"], "warn", "{line}");
+        assert_eq!(v["retry-timeout"], "500ms", "{line}");
     }
 }

@@ -24,6 +24,9 @@ use ids::IdGenerator;
 use node::{NodeMsg, NodeStatus};
 use waiters::Waiters;
 
+/// etcd's `readIndexRetryTime`: how long a ReadIndex round may go unanswered before another.
+const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
+
 /// The rest of the server's way into raft. Cheap to clone.
 #[derive(Clone)]
 pub struct RaftHandle {
@@ -196,13 +199,24 @@ impl RaftHandle {
 
     /// Linearizable read barrier: learns the commit index through raft's ReadIndex, then waits
     /// until this member has applied up to it.
+    ///
+    /// As etcd, a round unanswered after 500 ms (raft drops a ReadIndex while there is no
+    /// leader) is logged and started again, until the request timeout.
     pub async fn read_index(&self) -> Result<()> {
-        let (tx, rx) = oneshot::channel();
-        if self.inner.tx.send(NodeMsg::ReadIndex(tx)).is_err() {
-            return Err(EtcdError::Stopped);
-        }
         let wait = async {
-            let index = rx.await.map_err(|_| EtcdError::Stopped)??;
+            let index = loop {
+                let (tx, rx) = oneshot::channel();
+                if self.inner.tx.send(NodeMsg::ReadIndex(tx)).is_err() {
+                    return Err(EtcdError::Stopped);
+                }
+                match tokio::time::timeout(READ_INDEX_RETRY, rx).await {
+                    Ok(r) => break r.map_err(|_| EtcdError::Stopped)??,
+                    Err(_) => tracing::warn!(
+                        retry_timeout = %crate::logging::go_duration(READ_INDEX_RETRY),
+                        "waiting for ReadIndex response took too long, retrying"
+                    ),
+                }
+            };
             self.wait_applied(index).await
         };
         match tokio::time::timeout(self.inner.request_timeout, wait).await {

@@ -182,6 +182,12 @@ impl NodeLoop {
                 ctx.extend_from_slice(&read_nonce.to_be_bytes());
                 ctx.extend_from_slice(&read_seq.to_be_bytes());
                 self.node.read_index(ctx.clone());
+                // Rounds raft dropped (no leader) are abandoned by their readers, who start
+                // new ones; forget them.
+                pending_reads.retain(|_, waiting| {
+                    waiting.retain(|tx| !tx.is_closed());
+                    !waiting.is_empty()
+                });
                 pending_reads.insert(ctx, std::mem::take(&mut new_reads));
             }
             if let Err(e) = self.on_ready(&mut pending_reads) {
