@@ -186,10 +186,9 @@ impl EtcdError {
     }
 }
 
-/// A status as grpc-go prints it (`rpc error: code = X desc = ...`), which etcd puts in texts
-/// such as a refused watch's cancel reason.
-pub fn grpc_go_text(s: &Status) -> String {
-    let code = match s.code() {
+/// grpc-go's name of a status code.
+pub fn go_code_name(c: Code) -> &'static str {
+    match c {
         Code::Ok => "OK",
         Code::Cancelled => "Canceled",
         Code::Unknown => "Unknown",
@@ -207,7 +206,13 @@ pub fn grpc_go_text(s: &Status) -> String {
         Code::Unavailable => "Unavailable",
         Code::DataLoss => "DataLoss",
         Code::Unauthenticated => "Unauthenticated",
-    };
+    }
+}
+
+/// A status as grpc-go prints it (`rpc error: code = X desc = ...`), which etcd puts in texts
+/// such as a refused watch's cancel reason.
+pub fn grpc_go_text(s: &Status) -> String {
+    let code = go_code_name(s.code());
     format!("rpc error: code = {code} desc = {}", s.message())
 }
 

@@ -202,13 +202,10 @@ impl JwtTokens {
         let algorithm: Algorithm = method
             .parse()
             .map_err(|_| anyhow::anyhow!("jwt: unsupported sign-method {method:?}"))?;
-        let read = |p: &PathBuf| {
-            std::fs::read(p).map_err(|e| anyhow::anyhow!("jwt: reading {}: {e}", p.display()))
-        };
         let (encoding, decoding) = match algorithm {
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
                 // A shared secret: the private key file doubles as the verification key.
-                let secret = read(priv_key.as_ref().ok_or_else(|| {
+                let secret = read_key(priv_key.as_ref().ok_or_else(|| {
                     anyhow::anyhow!("jwt: {method} needs priv-key (the shared secret)")
                 })?)?;
                 (
@@ -221,42 +218,24 @@ impl JwtTokens {
             | Algorithm::RS512
             | Algorithm::PS256
             | Algorithm::PS384
-            | Algorithm::PS512 => {
-                let pub_pem = read(
-                    pub_key
-                        .as_ref()
-                        .ok_or_else(|| anyhow::anyhow!("jwt: pub-key is required"))?,
-                )?;
-                let enc = match &priv_key {
-                    Some(p) => Some(EncodingKey::from_rsa_pem(&read(p)?)?),
-                    None => None,
-                };
-                (enc, DecodingKey::from_rsa_pem(&pub_pem)?)
-            }
-            Algorithm::ES256 | Algorithm::ES384 => {
-                let pub_pem = read(
-                    pub_key
-                        .as_ref()
-                        .ok_or_else(|| anyhow::anyhow!("jwt: pub-key is required"))?,
-                )?;
-                let enc = match &priv_key {
-                    Some(p) => Some(EncodingKey::from_ec_pem(&read(p)?)?),
-                    None => None,
-                };
-                (enc, DecodingKey::from_ec_pem(&pub_pem)?)
-            }
-            Algorithm::EdDSA => {
-                let pub_pem = read(
-                    pub_key
-                        .as_ref()
-                        .ok_or_else(|| anyhow::anyhow!("jwt: pub-key is required"))?,
-                )?;
-                let enc = match &priv_key {
-                    Some(p) => Some(EncodingKey::from_ed_pem(&read(p)?)?),
-                    None => None,
-                };
-                (enc, DecodingKey::from_ed_pem(&pub_pem)?)
-            }
+            | Algorithm::PS512 => key_pair(
+                pub_key.as_ref(),
+                priv_key.as_ref(),
+                EncodingKey::from_rsa_pem,
+                DecodingKey::from_rsa_pem,
+            )?,
+            Algorithm::ES256 | Algorithm::ES384 => key_pair(
+                pub_key.as_ref(),
+                priv_key.as_ref(),
+                EncodingKey::from_ec_pem,
+                DecodingKey::from_ec_pem,
+            )?,
+            Algorithm::EdDSA => key_pair(
+                pub_key.as_ref(),
+                priv_key.as_ref(),
+                EncodingKey::from_ed_pem,
+                DecodingKey::from_ed_pem,
+            )?,
         };
         Ok(JwtTokens {
             algorithm,
@@ -303,6 +282,28 @@ impl JwtTokens {
             revision: Some(data.claims.revision),
         })
     }
+}
+
+fn read_key(p: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(p).map_err(|e| anyhow::anyhow!("jwt: reading {}: {e}", p.display()))
+}
+
+type KeyParser<K> = fn(&[u8]) -> jsonwebtoken::errors::Result<K>;
+
+/// The verification key from `pub-key` (required) and the signing key from `priv-key`
+/// (optional: a member without it verifies tokens but cannot issue them).
+fn key_pair(
+    pub_key: Option<&PathBuf>,
+    priv_key: Option<&PathBuf>,
+    encoding: KeyParser<EncodingKey>,
+    decoding: KeyParser<DecodingKey>,
+) -> anyhow::Result<(Option<EncodingKey>, DecodingKey)> {
+    let pub_key = pub_key.ok_or_else(|| anyhow::anyhow!("jwt: pub-key is required"))?;
+    let enc = match priv_key {
+        Some(p) => Some(encoding(&read_key(p)?)?),
+        None => None,
+    };
+    Ok((enc, decoding(&read_key(pub_key)?)?))
 }
 
 #[cfg(test)]
