@@ -1,0 +1,1 @@
+//! Checks of a recorded [`crate::history::History`].
