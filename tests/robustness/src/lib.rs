@@ -7,4 +7,6 @@
 //! revisions never going backwards, equal HashKV on every member.
 
 pub mod check;
+pub mod faults;
 pub mod history;
+pub mod proxy;
