@@ -131,7 +131,7 @@ pub(crate) fn matches_log(expected: &[Event], actual: &LogRevision, ignore_lease
     }
     by_key.len() == actual.keys.len()
         && by_key.iter().all(|(key, exp)| {
-            actual.keys.get(*key).is_some_and(|(_, got)| {
+            actual.keys.get(key).is_some_and(|(_, got)| {
                 got.len() == exp.len()
                     && exp
                         .iter()

@@ -13,23 +13,23 @@ use super::keys::{show, KeyRange};
 
 /// What the log knows of one revision.
 #[derive(Default)]
-pub(crate) struct LogRevision {
+pub(crate) struct LogRevision<'h> {
     /// Events per key, in the order the reporting stream gave them, with that stream's index.
-    pub(crate) keys: BTreeMap<Vec<u8>, (usize, Vec<Event>)>,
+    pub(crate) keys: BTreeMap<&'h [u8], (usize, Vec<&'h Event>)>,
     /// Reported by a stream over every key: `keys` is the whole revision.
     pub(crate) complete: bool,
     /// Otherwise, the ranges of the streams that reported it.
     pub(crate) covered: Vec<KeyRange>,
 }
 
-impl LogRevision {
+impl<'h> LogRevision<'h> {
     /// Whether the log would know about an event of `key` at this revision.
     pub(crate) fn covers(&self, key: &[u8]) -> bool {
         self.complete || self.covered.iter().any(|r| r.contains(key))
     }
 
-    pub(crate) fn events(&self) -> impl Iterator<Item = &Event> {
-        self.keys.values().flat_map(|(_, evs)| evs.iter())
+    pub(crate) fn events(&self) -> impl Iterator<Item = &'h Event> + '_ {
+        self.keys.values().flat_map(|(_, evs)| evs.iter().copied())
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -38,17 +38,17 @@ impl LogRevision {
 }
 
 /// One stream's events by revision (duplicates dropped), with the stream's key range.
-pub(crate) struct StreamEvents {
+pub(crate) struct StreamEvents<'h> {
     pub(crate) range: KeyRange,
-    pub(crate) by_rev: BTreeMap<i64, Vec<Event>>,
+    pub(crate) by_rev: BTreeMap<i64, Vec<&'h Event>>,
 }
 
-pub(crate) struct EventLog {
-    pub(crate) revs: BTreeMap<i64, LogRevision>,
-    pub(crate) streams: Vec<StreamEvents>,
+pub(crate) struct EventLog<'h> {
+    pub(crate) revs: BTreeMap<i64, LogRevision<'h>>,
+    pub(crate) streams: Vec<StreamEvents<'h>>,
 }
 
-impl EventLog {
+impl EventLog<'_> {
     pub(crate) fn last_revision(&self) -> i64 {
         self.revs.keys().next_back().copied().unwrap_or(1)
     }
@@ -105,14 +105,14 @@ pub(crate) fn show_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> St
 
 /// Reads every stream's events (reporting duplicates and order violations within a stream) and
 /// merges them into the log (reporting streams that disagree about a revision).
-pub(crate) fn build(h: &History, out: &mut Anomalies) -> EventLog {
-    let streams: Vec<StreamEvents> = h
+pub(crate) fn build<'h>(h: &'h History, out: &mut Anomalies) -> EventLog<'h> {
+    let streams: Vec<StreamEvents<'h>> = h
         .watches
         .iter()
         .enumerate()
         .map(|(si, w)| stream_events(si, w, out))
         .collect();
-    let mut revs: BTreeMap<i64, LogRevision> = BTreeMap::new();
+    let mut revs: BTreeMap<i64, LogRevision<'h>> = BTreeMap::new();
     for (si, s) in streams.iter().enumerate() {
         for (rev, events) in &s.by_rev {
             let entry = revs.entry(*rev).or_default();
@@ -121,14 +121,14 @@ pub(crate) fn build(h: &History, out: &mut Anomalies) -> EventLog {
             } else if !entry.covered.contains(&s.range) {
                 entry.covered.push(s.range.clone());
             }
-            let mut by_key: BTreeMap<&[u8], Vec<Event>> = BTreeMap::new();
-            for e in events {
-                by_key.entry(&e.kv.key).or_default().push(e.clone());
+            let mut by_key: BTreeMap<&'h [u8], Vec<&'h Event>> = BTreeMap::new();
+            for &e in events {
+                by_key.entry(&e.kv.key).or_default().push(e);
             }
             for (key, evs) in by_key {
                 match entry.keys.get(key) {
                     None => {
-                        entry.keys.insert(key.to_vec(), (si, evs));
+                        entry.keys.insert(key, (si, evs));
                     }
                     Some((other, known)) => {
                         let agree = known.len() == evs.len()
@@ -140,8 +140,8 @@ pub(crate) fn build(h: &History, out: &mut Anomalies) -> EventLog {
                                     format!(
                                         "streams {other} and {si} disagree on key {} at revision {rev}: {} vs {}",
                                         show(key),
-                                        show_events(known),
-                                        show_events(&evs)
+                                        show_events(known.iter().copied()),
+                                        show_events(evs.iter().copied())
                                     ),
                                     vec![],
                                     vec![other, si],
@@ -158,15 +158,19 @@ pub(crate) fn build(h: &History, out: &mut Anomalies) -> EventLog {
 
 /// One stream's events grouped by revision. An event equal to one the stream already reported
 /// is a duplicate; an event below the highest revision seen so far is out of order.
-fn stream_events(si: usize, w: &crate::history::WatchStream, out: &mut Anomalies) -> StreamEvents {
-    let mut by_rev: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
+fn stream_events<'h>(
+    si: usize,
+    w: &'h crate::history::WatchStream,
+    out: &mut Anomalies,
+) -> StreamEvents<'h> {
+    let mut by_rev: BTreeMap<i64, Vec<&'h Event>> = BTreeMap::new();
     let mut last = i64::MIN;
     let (mut duplicates, mut disorders) = (Vec::new(), Vec::new());
     for resp in &w.responses {
         for e in &resp.events {
             let rev = e.kv.mod_revision;
             let known = by_rev.entry(rev).or_default();
-            if known.iter().any(|k| k == e) {
+            if known.iter().any(|k| *k == e) {
                 duplicates.push(e);
                 continue;
             }
@@ -174,7 +178,7 @@ fn stream_events(si: usize, w: &crate::history::WatchStream, out: &mut Anomalies
                 disorders.push((e, last));
             }
             last = last.max(rev);
-            known.push(e.clone());
+            known.push(e);
         }
     }
     // One anomaly per stream and kind: a broken stream tends to break many events.

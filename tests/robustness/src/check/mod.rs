@@ -83,12 +83,15 @@ pub fn check(h: &History) -> Report {
 
     let suppressed = out.suppressed();
     let anomalies = out.list;
-    let index_of: BTreeMap<usize, usize> =
-        h.ops.iter().enumerate().map(|(i, op)| (op.id, i)).collect();
-    let described_ops = anomalies
+    let named: HashSet<usize> = anomalies
         .iter()
-        .flat_map(|a| a.ops.iter())
-        .filter_map(|id| index_of.get(id).map(|&i| (*id, describe::op(&h.ops[i]))))
+        .flat_map(|a| a.ops.iter().copied())
+        .collect();
+    let described_ops = h
+        .ops
+        .iter()
+        .filter(|op| named.contains(&op.id))
+        .map(|op| (op.id, describe::op(op)))
         .collect();
     let described_streams = anomalies
         .iter()

@@ -46,12 +46,12 @@ impl VersionedState {
                             .lease_keys
                             .entry(e.kv.lease)
                             .or_default()
-                            .insert(key.clone());
+                            .insert(key.to_vec());
                     }
                 }
                 state
                     .keys
-                    .entry(key.clone())
+                    .entry(key.to_vec())
                     .or_default()
                     .push((*rev, after));
             }

@@ -96,7 +96,7 @@ pub(crate) fn check_streams(
                 let expected: BTreeSet<&[u8]> = entry
                     .keys
                     .keys()
-                    .map(Vec::as_slice)
+                    .copied()
                     .filter(|k| stream.range.contains(k))
                     .collect();
                 match stream.by_rev.get(r) {

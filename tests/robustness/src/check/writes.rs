@@ -208,13 +208,15 @@ pub(crate) fn attribute(
         if explained {
             continue;
         }
+        // An expiry is tried before unknown deletes: it constrains nothing in time, while
+        // blaming a delete called later than the revision was observed would be a false alarm.
+        if a.lease_expiry(rev, entry, &granted) {
+            continue;
+        }
         if let Some(i) = a.find_unknown(rev, entry, &cands, &applied_unknown) {
             applied_unknown.insert(i);
             a.result.pos.insert(i, 2 * rev);
             a.result.unknown_applied += 1;
-            continue;
-        }
-        if a.lease_expiry(rev, entry, &granted) {
             continue;
         }
         a.unexplained(rev, entry, &cands);
@@ -306,8 +308,10 @@ impl Attributor<'_> {
             }
         }
         let matched = !taken && entry.is_some_and(|e| matches_log(&eff.events, e, false));
+        // The write is there but without its lease: it still explains the revision.
+        let lease_only =
+            !matched && !taken && entry.is_some_and(|e| matches_log(&eff.events, e, true));
         if !matched {
-            let lease_only = !taken && entry.is_some_and(|e| matches_log(&eff.events, e, true));
             let kind = if lease_only { "lease" } else { "lost write" };
             let exp = show_events(&eff.events);
             let got = entry.map_or("nothing (revision missing from the log)".to_string(), |e| {
@@ -328,7 +332,7 @@ impl Attributor<'_> {
                 )
             });
         }
-        matched
+        matched || lease_only
     }
 
     /// An acknowledged revoke whose lease had keys: the log's revision must delete them all.
@@ -409,7 +413,7 @@ impl Attributor<'_> {
         }
         if !any_put {
             let key = entry.keys.keys().next()?;
-            if let Some(list) = cands.single_deletes.get(key.as_slice()) {
+            if let Some(list) = cands.single_deletes.get(*key) {
                 found.extend(list);
             }
             found.extend(
@@ -419,7 +423,9 @@ impl Attributor<'_> {
                     .filter(|&&i| may_delete(self.h, i, key, self.state, rev)),
             );
         }
-        found.sort_unstable();
+        // Among equal candidates (deletes of the same key) the earliest called constrains the
+        // real-time order least.
+        found.sort_unstable_by_key(|&i| (self.h.ops[i].call, i));
         found.dedup();
         found.into_iter().find(|&i| {
             let op = &self.h.ops[i];

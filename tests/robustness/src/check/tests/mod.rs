@@ -71,6 +71,10 @@ fn correct() -> History {
     s.range(2, 37, 38, "a", "z", 8, 0, true);
     s.range(0, 39, 40, "a", "z", 0, 1, false);
     s.put(1, 41, 42, "g", "1", 0); // rev 12
+    s.delete_unknown(43, "d", true); // rev 13
+    s.delete_unknown(44, "g", false);
+    // Keys [a, e) from "now" when the revision was 4, with prev_kv.
+    let narrow = s.watch(3, "a", "e", 0, 4, 12);
     let at_compacted = s.watch_all(1, 4, 45);
     let mut refused = s.watch_all(2, 2, 46);
     refused.responses.truncate(1);
@@ -83,7 +87,7 @@ fn correct() -> History {
         cancel_reason: "mvcc: required revision has been compacted".to_string(),
         events: vec![],
     });
-    s.finish(vec![at_compacted, refused])
+    s.finish(vec![at_compacted, refused, narrow])
 }
 
 /// A few writes on member 0 to build small broken histories on.
@@ -111,11 +115,11 @@ fn correct_history_passes() {
     let h = correct();
     let report = check(&h);
     assert!(report.is_ok(), "{report}");
-    assert_eq!(report.revisions, 12);
-    assert_eq!(report.writes_unknown_applied, 1);
+    assert_eq!(report.revisions, 13);
+    assert_eq!(report.writes_unknown_applied, 2);
     // Puts a b c f g, two txns, delete c, revoke.
     assert_eq!(report.writes_acknowledged, 9);
-    assert_eq!(report.events, 11);
+    assert_eq!(report.events, 12);
     assert!(report.to_string().contains("no anomaly"));
     assert!(base().finish(vec![]).ops.len() == 3 && check(&base().finish(vec![])).is_ok());
 }
@@ -157,7 +161,7 @@ fn lost_write() {
     let min = report.minimal_history(&h);
     assert_eq!(min.ops.len(), 1);
     assert!(
-        report.to_string().contains("put lost=1 -> ok rev 13"),
+        report.to_string().contains("put lost=1 -> ok rev 14"),
         "{report}"
     );
 }
@@ -305,6 +309,40 @@ fn unknown_write_applied_twice() {
 }
 
 #[test]
+fn put_without_its_lease() {
+    let mut s = base();
+    s.ok(0, 7, 8, Request::LeaseGrant { id: 5, ttl: 10 });
+    s.put(0, 9, 10, "x", "1", 5);
+    let mut h = s.finish(vec![]);
+    let last = h.watches[0].responses.last_mut().unwrap();
+    last.events[0].kv.lease = 0;
+    h.final_kvs.iter_mut().for_each(|kv| kv.lease = 0);
+    assert_only(&h, "lease");
+}
+
+#[test]
+fn narrow_watch_missing_a_revision() {
+    let mut h = correct();
+    // Stream 3 watches [a, e) from revision 5: its second response is revision 6.
+    assert_eq!(h.watches[3].responses[2].revision, 6);
+    h.watches[3].responses.remove(2);
+    assert_only(&h, "watch gap");
+}
+
+#[test]
+fn narrow_watch_reporting_a_key_outside_its_range() {
+    let mut h = correct();
+    let stranger = h.watches[0]
+        .responses
+        .iter()
+        .find(|r| r.revision == 7)
+        .unwrap()
+        .clone();
+    h.watches[3].responses.insert(3, stranger);
+    assert_only(&h, "watch event mismatch");
+}
+
+#[test]
 fn keep_alive_after_revoke() {
     let mut h = correct();
     h.ops.push(crate::history::Op {
@@ -315,7 +353,7 @@ fn keep_alive_after_revoke() {
         ret: Some(ms(101)),
         req: Request::LeaseKeepAlive { id: 100 },
         outcome: Outcome::Ok(Response::LeaseKeepAlive {
-            revision: 12,
+            revision: 13,
             ttl: 5,
         }),
     });

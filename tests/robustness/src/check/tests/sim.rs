@@ -185,6 +185,22 @@ impl Sim {
         self.record(2, 0, call, Some(call + 100), req, outcome)
     }
 
+    /// A delete that timed out; `applied` says whether the server applied it anyway.
+    pub(super) fn delete_unknown(&mut self, call: u64, key: &'static str, applied: bool) -> usize {
+        if applied {
+            self.apply(&[W::Del(key)], ms(call + 1));
+        }
+        let req = Request::Delete {
+            key: k(key),
+            range_end: vec![],
+        };
+        let outcome = Outcome::Err {
+            code: 14,
+            message: "connection reset".to_string(),
+        };
+        self.record(2, 1, call, Some(call + 100), req, outcome)
+    }
+
     pub(super) fn delete(
         &mut self,
         member: usize,
@@ -364,10 +380,26 @@ impl Sim {
     /// A watch stream over every key from `start` (0: from now, created at `call`), reporting
     /// each revision of the log from there on in one response.
     pub(super) fn watch_all(&self, watcher: u32, start: i64, call: u64) -> WatchStream {
-        let from = if start == 0 { self.rev + 1 } else { start };
+        self.watch(watcher, "\0", "\0", start, self.rev, call)
+    }
+
+    /// A watch stream over `[key, range_end)` from `start`, or when `start` is 0 from the
+    /// revision after `created` (the revision when it was created).
+    pub(super) fn watch(
+        &self,
+        watcher: u32,
+        key: &str,
+        range_end: &str,
+        start: i64,
+        created: i64,
+        call: u64,
+    ) -> WatchStream {
+        let from = if start == 0 { created + 1 } else { start };
+        let (key, range_end) = (k(key), k(range_end));
+        let within = |e: &Event| e.kv.key >= key && (range_end == [0] || e.kv.key < range_end);
         let mut responses = vec![WatchResponse {
             time: ms(call),
-            revision: self.rev,
+            revision: created,
             created: true,
             canceled: false,
             compact_revision: 0,
@@ -375,6 +407,10 @@ impl Sim {
             events: vec![],
         }];
         for (rev, t, events) in self.log.iter().filter(|(r, _, _)| *r >= from) {
+            let events: Vec<Event> = events.iter().filter(|e| within(e)).cloned().collect();
+            if events.is_empty() {
+                continue;
+            }
             responses.push(WatchResponse {
                 time: (*t).max(ms(call)),
                 revision: *rev,
@@ -382,14 +418,14 @@ impl Sim {
                 canceled: false,
                 compact_revision: 0,
                 cancel_reason: String::new(),
-                events: events.clone(),
+                events,
             });
         }
         WatchStream {
             watcher,
             member: 0,
-            key: vec![0],
-            range_end: vec![0],
+            key,
+            range_end,
             start_revision: start,
             prev_kv: true,
             call: ms(call),
