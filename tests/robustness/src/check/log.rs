@@ -170,7 +170,7 @@ fn stream_events<'h>(
         for e in &resp.events {
             let rev = e.kv.mod_revision;
             let known = by_rev.entry(rev).or_default();
-            if known.iter().any(|k| *k == e) {
+            if known.contains(&e) {
                 duplicates.push(e);
                 continue;
             }

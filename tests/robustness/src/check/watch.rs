@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::history::{EventKind, History, KeyValue, Request};
+use crate::history::{EventKind, History, KeyValue, Request, Time};
 
 use super::anomalies::Anomalies;
 use super::keys::show;
@@ -22,12 +22,50 @@ fn revisions(list: &[i64]) -> String {
     }
 }
 
+/// The compactions clients asked for (answered or not), to tell which compact revision a
+/// refused watch may name.
+struct Compactions {
+    /// (call time, highest revision asked for by any compaction called up to then).
+    by_call: Vec<(Time, i64)>,
+}
+
+impl Compactions {
+    fn new(h: &History) -> Compactions {
+        let mut calls: Vec<(Time, i64)> = h
+            .ops
+            .iter()
+            .filter_map(|op| match op.req {
+                Request::Compact { revision, .. } => Some((op.call, revision)),
+                _ => None,
+            })
+            .collect();
+        calls.sort_unstable();
+        let mut highest = 0;
+        for c in &mut calls {
+            highest = highest.max(c.1);
+            c.1 = highest;
+        }
+        Compactions { by_call: calls }
+    }
+
+    /// The highest revision a compaction called before `t` asked for (0: none).
+    fn highest_before(&self, t: Time) -> i64 {
+        let n = self.by_call.partition_point(|(call, _)| *call < t);
+        if n == 0 {
+            0
+        } else {
+            self.by_call[n - 1].1
+        }
+    }
+}
+
 pub(crate) fn check_streams(
     h: &History,
     log: &EventLog,
     state: &VersionedState,
     out: &mut Anomalies,
 ) {
+    let compactions = Compactions::new(h);
     for (si, w) in h.watches.iter().enumerate() {
         let stream = &log.streams[si];
         let start = if w.start_revision != 0 {
@@ -42,17 +80,7 @@ pub(crate) fn check_streams(
         for resp in w.responses.iter().filter(|r| r.compact_revision != 0) {
             refused = true;
             let c = resp.compact_revision;
-            // The highest compaction any client had asked for by then (answered or not).
-            let bound = h
-                .ops
-                .iter()
-                .filter(|op| op.call < resp.time)
-                .filter_map(|op| match op.req {
-                    Request::Compact { revision, .. } => Some(revision),
-                    _ => None,
-                })
-                .max()
-                .unwrap_or(0);
+            let bound = compactions.highest_before(resp.time);
             if start.is_none_or(|s| s >= c) || c > bound {
                 let start = start.map_or("unknown".to_string(), |s| s.to_string());
                 out.add("watch wrong compact revision", || {
