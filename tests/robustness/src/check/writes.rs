@@ -201,9 +201,8 @@ pub(crate) fn attribute(
         for &i in revokes.get(&rev).unwrap_or(&none) {
             if !explained && a.revoke_applied(i, rev, entry) {
                 explained = true;
-            } else {
-                a.revoke_read_like(i, rev);
             }
+            a.revoke_read_like(i, rev);
         }
         if explained {
             continue;
@@ -335,7 +334,8 @@ impl Attributor<'_> {
         matched || lease_only
     }
 
-    /// An acknowledged revoke whose lease had keys: the log's revision must delete them all.
+    /// Whether an acknowledged revoke's deletes (all keys of its lease) are the revision's
+    /// events.
     fn revoke_applied(&mut self, i: usize, rev: i64, entry: &LogRevision) -> bool {
         let Some(eff) = effect(&self.h.ops[i].req, None, self.state, rev - 1) else {
             return false;
@@ -343,12 +343,14 @@ impl Attributor<'_> {
         if eff.events.is_empty() || !matches_log(&eff.events, entry, false) {
             return false;
         }
-        self.result.pos.insert(i, 2 * rev);
         self.result.acknowledged += 1;
         true
     }
 
-    /// An acknowledged revoke that deleted nothing: its lease has no key at its revision.
+    /// Every acknowledged revoke: its lease has no key left at its revision. It is placed as
+    /// having observed that revision even when it made it: the same deletes may be the lease's
+    /// expiry, which no client called, so the revoke's call time must not constrain them (and
+    /// an observer of revision r sits after its maker anyway).
     fn revoke_read_like(&mut self, i: usize, rev: i64) {
         self.result.pos.insert(i, 2 * rev + 1);
         let Request::LeaseRevoke { id: lease } = self.h.ops[i].req else {

@@ -1,6 +1,7 @@
 //! Tests of the checker: a correct history built with a model server passes, and each kind of
 //! anomaly is reported when a correct history is broken minimally.
 
+mod random;
 mod sim;
 
 use std::collections::BTreeSet;

@@ -396,7 +396,13 @@ impl Sim {
     ) -> WatchStream {
         let from = if start == 0 { created + 1 } else { start };
         let (key, range_end) = (k(key), k(range_end));
-        let within = |e: &Event| e.kv.key >= key && (range_end == [0] || e.kv.key < range_end);
+        let within = |e: &Event| {
+            if range_end.is_empty() {
+                e.kv.key == key
+            } else {
+                e.kv.key >= key && (range_end == [0] || e.kv.key < range_end)
+            }
+        };
         let mut responses = vec![WatchResponse {
             time: ms(call),
             revision: created,
@@ -436,9 +442,14 @@ impl Sim {
 
     /// The history: the given extra streams after the all-keys watcher 0 from revision 1, the
     /// final read and three members that agree.
-    pub(super) fn finish(mut self, extra: Vec<WatchStream>) -> History {
+    pub(super) fn finish(self, extra: Vec<WatchStream>) -> History {
         let mut watches = vec![self.watch_all(0, 1, 0)];
         watches.extend(extra);
+        self.finish_streams(watches)
+    }
+
+    /// The history with exactly these watch streams.
+    pub(super) fn finish_streams(mut self, watches: Vec<WatchStream>) -> History {
         self.h.watches = watches;
         self.h.final_kvs = self.kv.values().cloned().collect();
         self.h.final_revision = self.rev;
