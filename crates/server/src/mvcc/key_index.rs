@@ -157,17 +157,37 @@ impl KeyIndex {
                 }));
             }
             // Only the tombstone is left: the key was deleted at or before `at`.
-            if g.revs.len() == 1 && gi != last {
+            if g.revs.len() == 1 && gi != last && g.revs[0].main != at {
                 gi += 1;
             }
         }
-        for g in self.gens.drain(..gi) {
+        let mut kept = None;
+        for mut g in self.gens.drain(..gi) {
             let n = g.revs.len();
+            // A tombstone written at exactly `at` stays (alone in its generation) until a later
+            // compaction: a watch from `at` is allowed and must still get that delete. etcd 3.4
+            // drops it, and such a watch silently misses the event.
+            if g.revs.last().is_some_and(|t| t.main == at) {
+                let tomb = g
+                    .revs
+                    .pop()
+                    .expect("a closed generation ends with its tombstone");
+                removed.extend(g.revs.drain(..).map(|rev| RemovedRev {
+                    rev,
+                    tombstone: false,
+                }));
+                g.revs.push(tomb);
+                kept = Some(g);
+                continue;
+            }
             removed.extend(g.revs.into_iter().enumerate().map(|(i, rev)| RemovedRev {
                 rev,
                 // Every dropped generation is closed, so its last rev is its tombstone.
                 tombstone: i + 1 == n,
             }));
+        }
+        if let Some(g) = kept {
+            self.gens.insert(0, g);
         }
     }
 
@@ -247,8 +267,14 @@ impl KeyIndexTree {
                 ki.tombstone(rev);
             }
             Some(ki) => ki.put(rev),
-            // A tombstone of a key with no earlier row: nothing to index (etcd skips it too).
-            None if tombstone => {}
+            // A tombstone with no earlier row: the one a compaction at its revision keeps for
+            // watches from that revision. Indexed as a deleted key, so the next compaction
+            // deletes the row.
+            None if tombstone => {
+                let mut ki = KeyIndex::restore(created, rev, ver);
+                ki.gens.push(Generation::default());
+                self.map.insert(key.into(), ki);
+            }
             None => {
                 self.map
                     .insert(key.into(), KeyIndex::restore(created, rev, ver));
@@ -464,7 +490,8 @@ mod tests {
         assert_eq!(ki.get(5).unwrap().ver, 2, "version survives compaction");
         assert_eq!(ki.keep(5), Some(r(4)));
 
-        // At 6: the key is deleted at 6, so its whole first life goes, tombstone included.
+        // At 6: the key is deleted at 6, so its first life goes except the tombstone, which a
+        // watch from 6 still needs; reads at 6 and later see the key deleted.
         let (ki, removed) = compacted(6);
         assert_eq!(
             removed,
@@ -477,14 +504,29 @@ mod tests {
                     rev: r(4),
                     tombstone: false
                 },
-                RemovedRev {
-                    rev: r(6),
-                    tombstone: true
-                },
             ]
         );
-        assert_eq!(ki.revs()[0], r(8));
+        assert_eq!(ki.revs()[..2], [r(6), r(8)]);
+        assert_eq!(ki.get(6), None);
+        assert_eq!(ki.get(9).unwrap().rev, r(8));
         assert_eq!(history().keep(6), None);
+        assert_eq!(
+            ki.keep(6),
+            None,
+            "HashKV skips the kept tombstone, as etcd's"
+        );
+        // The next compaction takes the tombstone too.
+        let mut ki = ki;
+        let mut removed = Vec::new();
+        ki.compact(7, &mut removed);
+        assert_eq!(
+            removed,
+            vec![RemovedRev {
+                rev: r(6),
+                tombstone: true
+            }]
+        );
+        assert_eq!(ki.revs()[0], r(8));
 
         // At 7 the same.
         let (ki, _) = compacted(7);
@@ -497,9 +539,14 @@ mod tests {
         assert_eq!(ki.get(11).unwrap().ver, 2);
         assert_eq!(ki.get(15).unwrap().ver, 2);
 
-        // At 16 and beyond: everything goes and the key is empty.
-        let (ki, removed) = compacted(16);
-        assert_eq!(removed.len(), 9);
+        // At 16: everything but the last tombstone goes; beyond, the key is empty.
+        let (mut ki, removed) = compacted(16);
+        assert_eq!(removed.len(), 8);
+        assert_eq!(ki.revs(), vec![r(16)]);
+        assert_eq!(ki.get(16), None);
+        let mut removed = Vec::new();
+        ki.compact(17, &mut removed);
+        assert_eq!(removed.len(), 1);
         assert!(ki.is_empty());
         let (ki, _) = compacted(100);
         assert!(ki.is_empty());
@@ -574,9 +621,10 @@ mod tests {
             }
         }
         assert_eq!(chunks, 4);
-        // Keys 0..=4 died at or before 11 (tombstones at 3,5,7,9,11): gone entirely.
-        assert_eq!(t.len(), 5);
-        assert_eq!(removed.len(), 10);
-        assert!(removed.iter().filter(|r| r.tombstone).count() == 5);
+        // Keys 0..=3 died before 11 (tombstones at 3,5,7,9): gone entirely. Key 4's tombstone
+        // at exactly 11 stays for watches from 11.
+        assert_eq!(t.len(), 6);
+        assert_eq!(removed.len(), 9);
+        assert!(removed.iter().filter(|r| r.tombstone).count() == 4);
     }
 }

@@ -273,15 +273,14 @@ impl MvccStore {
         to_rev: i64,
         limit: usize,
     ) -> Result<Vec<Event>> {
-        let (_db, txn, to_rev, compact) = {
+        let (_db, txn, to_rev) = {
             let _idx = self.index.read();
-            let compact = self.compact_raw();
-            if from_rev < compact {
+            if from_rev < self.compact_raw() {
                 return Err(EtcdError::Compacted);
             }
             let db = self.db();
             let txn = db.begin_read()?;
-            (db, txn, to_rev.min(self.current_revision()), compact)
+            (db, txn, to_rev.min(self.current_revision()))
         };
         let mut events = Vec::new();
         if from_rev > to_rev {
@@ -298,11 +297,8 @@ impl MvccStore {
             let Some(rev) = Revision::from_bytes(k) else {
                 continue;
             };
-            // A tombstone at the compacted revision is compacted away; its row may not be
-            // deleted yet (compaction deletes rows in the background).
-            if rev.main <= compact && is_tombstone(k) {
-                continue;
-            }
+            // Rows start at the compacted revision at the lowest; a tombstone written exactly
+            // there is kept by compaction for this very read (see `KeyIndex::compact`).
             let kv = parse_kv(v.value())?;
             if !range.contains(kv.key) {
                 continue;
@@ -625,6 +621,11 @@ impl MvccStore {
                 continue;
             }
             if r.main <= compact && pending.contains(&r) {
+                continue;
+            }
+            // The tombstone compaction keeps at its own revision (for watches from there) is a
+            // row etcd has deleted: leave it out, as etcd's hash does.
+            if r.main <= compact && is_tombstone(k) {
                 continue;
             }
             h.update(k);
