@@ -49,9 +49,19 @@ pub struct Compare {
 /// One operation inside a txn branch. An empty `range_end` means the single key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOp {
-    Range { key: Vec<u8>, range_end: Vec<u8> },
-    Put { key: Vec<u8>, value: Vec<u8>, lease: i64 },
-    Delete { key: Vec<u8>, range_end: Vec<u8> },
+    Range {
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+    },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: i64,
+    },
+    Delete {
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+    },
 }
 
 /// A request as a client sent it. An empty `range_end` means the single key; `revision` 0 means
@@ -171,7 +181,10 @@ impl Response {
 pub enum Outcome {
     Ok(Response),
     /// gRPC status code (as a number) and message.
-    Err { code: i32, message: String },
+    Err {
+        code: i32,
+        message: String,
+    },
 }
 
 /// One client operation. `ret` is None when the run ended before it returned.

@@ -7,6 +7,13 @@
 //! revisions never going backwards, equal HashKV on every member.
 
 pub mod check;
+pub mod client;
+pub mod cluster;
 pub mod faults;
 pub mod history;
 pub mod proxy;
+pub mod recorder;
+pub mod run;
+pub mod scenarios;
+pub mod traffic;
+pub mod watcher;

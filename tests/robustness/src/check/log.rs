@@ -170,9 +170,7 @@ fn stream_events<'h>(
         for e in &resp.events {
             let rev = e.kv.mod_revision;
             let known = by_rev.entry(rev).or_default();
-            // Two events of one revision with the same kind and kv can only be one event sent
-            // twice (a key put twice by one txn differs in value or version).
-            if known.iter().any(|k| k.kind == e.kind && k.kv == e.kv) {
+            if known.contains(&e) {
                 duplicates.push(e);
                 continue;
             }
