@@ -85,10 +85,11 @@ pub(crate) fn show_event(e: &Event) -> String {
     }
     if let Some(p) = &e.prev_kv {
         s.push_str(&format!(
-            " (prev {}={} mod {})",
+            " (prev {}={} mod {} ver {})",
             show(&p.key),
             show(&p.value),
-            p.mod_revision
+            p.mod_revision,
+            p.version
         ));
     }
     s
@@ -170,7 +171,9 @@ fn stream_events<'h>(
         for e in &resp.events {
             let rev = e.kv.mod_revision;
             let known = by_rev.entry(rev).or_default();
-            if known.contains(&e) {
+            // Two events of one revision with the same kind and kv can only be one event sent
+            // twice (a key put twice by one txn differs in value or version).
+            if known.iter().any(|k| k.kind == e.kind && k.kv == e.kv) {
                 duplicates.push(e);
                 continue;
             }

@@ -55,6 +55,16 @@ pub(crate) fn check_ranges(
             continue;
         };
         checked.push((i, *revision, !serializable));
+        if *asked > *revision {
+            let (id, header) = (op.id, *revision);
+            out.add("wrong read result", || {
+                (
+                    format!("range at revision {asked} answered by a member at revision {header}"),
+                    vec![id],
+                    vec![],
+                )
+            });
+        }
         // A read at a past revision shows that revision; otherwise the one in its header.
         let at = if *asked != 0 { *asked } else { *revision };
         let all = state.range(&KeyRange::new(key, range_end), at);

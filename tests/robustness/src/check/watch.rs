@@ -222,10 +222,11 @@ fn check_prev_kvs(
         let n = wrong.len();
         let before = before.as_ref().map_or("nothing".to_string(), |kv| {
             format!(
-                "{}={} mod {}",
+                "{}={} mod {} ver {}",
                 show(&kv.key),
                 show(&kv.value),
-                kv.mod_revision
+                kv.mod_revision,
+                kv.version
             )
         });
         let e = show_event(e);

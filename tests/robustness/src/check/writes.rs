@@ -331,7 +331,20 @@ impl Attributor<'_> {
                 )
             });
         }
-        matched || lease_only
+        // A put of this write's unique value at that revision, even with wrong metadata, is
+        // still this write: the revision is not also reported as unexplained.
+        let ours = !taken
+            && entry.is_some_and(|e| {
+                e.events().any(|got| {
+                    got.kind == EventKind::Put
+                        && eff.events.iter().any(|exp| {
+                            exp.kind == EventKind::Put
+                                && exp.kv.key == got.kv.key
+                                && exp.kv.value == got.kv.value
+                        })
+                })
+            });
+        matched || lease_only || ours
     }
 
     /// Whether an acknowledged revoke's deletes (all keys of its lease) are the revision's

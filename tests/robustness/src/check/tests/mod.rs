@@ -141,6 +141,14 @@ fn read_from_the_future() {
 }
 
 #[test]
+fn unknown_write_seen_before_it_was_sent() {
+    let mut s = base();
+    s.put_unknown(20, "x", "1", true); // rev 5, called at 20 ms
+    s.range(1, 10, 12, "x", "", 0, 0, false); // returned at 12 ms, yet saw it
+    assert_only(&s.finish(vec![]), "read from the future");
+}
+
+#[test]
 fn lost_write() {
     let mut h = correct();
     let revision = h.final_revision + 1;
@@ -419,4 +427,20 @@ fn large_history_is_fast() {
     assert_eq!(report.ops, 200_000);
     assert!(took.as_secs() < 20, "took {took:?}");
     eprintln!("checked 200k ops in {took:?}");
+}
+
+#[test]
+fn put_with_a_wrong_version() {
+    let mut h = correct();
+    // Revision 3 puts b for the first time: version 1.
+    for w in &mut h.watches {
+        for resp in &mut w.responses {
+            for e in resp.events.iter_mut().filter(|e| e.kv.mod_revision == 3) {
+                e.kv.version = 2;
+            }
+        }
+    }
+    let found = kinds(&h);
+    assert!(found.contains("lost write"), "{}", check(&h));
+    assert!(!found.contains("unexplained event"), "{}", check(&h));
 }

@@ -355,3 +355,39 @@ fn random_corruptions_are_noticed() {
         }
     }
 }
+
+/// The report prints each anomaly with its kind and detail, then the operations and streams it
+/// names, one per line.
+#[test]
+fn report_lists_anomalies_with_their_operations() {
+    let mut h = random_history(3, 100);
+    h.final_kvs.pop();
+    let stream = h
+        .watches
+        .iter()
+        .position(|w| w.responses.len() > 4)
+        .unwrap();
+    h.watches[stream].responses.swap(2, 3);
+    let read = h
+        .ops
+        .iter()
+        .position(|op| matches!(op.outcome, Outcome::Ok(Response::Range { .. })))
+        .unwrap();
+    if let Outcome::Ok(Response::Range { revision, .. }) = &mut h.ops[read].outcome {
+        *revision += 3;
+    }
+    let report = check(&h);
+    let text = report.to_string();
+    for expected in [
+        "watch out of order: stream",
+        "final state mismatch: final range",
+        "read from the future: op",
+        "    stream 1: watcher 0 member 0",
+        &format!("    op {read} client 3 member "),
+    ] {
+        assert!(text.contains(expected), "{expected:?} not in {text}");
+    }
+    let first = report.minimal_history(&h);
+    assert_eq!(first.watches.len(), 1);
+    assert!(first.ops.is_empty());
+}
