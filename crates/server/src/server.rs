@@ -290,6 +290,18 @@ impl EtcdServer {
         // lazily); everything applied was committed, so raft may start from there.
         let applied = store.consistent_index();
         let mut hs = wal.hard_state();
+        let last = raft::Storage::last_index(&wal).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if restarting && applied > last {
+            // Entries the backend applied are gone from the log (a damaged WAL cut short):
+            // raft cannot start from a commit index past its log, and going on would give new
+            // entries indexes the backend has already applied, skipping them.
+            anyhow::bail!(
+                "the WAL {} ends at index {last} but the backend {} has applied up to index \
+                 {applied}: the WAL lost applied entries and is damaged",
+                cfg.wal_dir.display(),
+                cfg.backend_path().display()
+            );
+        }
         if hs.commit < applied {
             hs.commit = applied;
             wal.append(&[], Some(&hs), true)?;

@@ -213,9 +213,12 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored> {
     }
 
     // The new membership replaces the old; the log starts afresh.
-    let compacted =
+    // redb panics on some damaged files: an invalid database, not a crash of the tool.
+    let compacted = std::panic::catch_unwind(|| {
         MvccStore::reset_file_for_restore(&db, META_KEY, &cluster.encode(), (BOOTSTRAP_INDEX, 1))
-            .map_err(|e| Error::new(format!("{}: {e}", db.display())))?;
+    })
+    .map_err(|_| Error::new(format!("{}: invalid database", db.display())))?
+    .map_err(|e| Error::new(format!("{}: {e}", db.display())))?;
     if let Some(rev) = compacted {
         o.log.info(
             &backup_caller!(),

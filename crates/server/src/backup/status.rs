@@ -61,7 +61,11 @@ pub fn status(path: &Path) -> Result<SnapshotStatus> {
     let tmp = TempDir::new("snapshot-status")?;
     let db = tmp.0.join("db");
     let found = copy_out(path, &db, &mut |_, _| {})?;
-    let stats = MvccStore::file_stats(&db).map_err(|_| Error::new("invalid database"))?;
+    // redb panics on some damaged files (when it frees pages while closing one it repaired):
+    // that too is an invalid database, not a crash of the tool.
+    let stats = std::panic::catch_unwind(|| MvccStore::file_stats(&db))
+        .map_err(|_| Error::new("invalid database"))?
+        .map_err(|_| Error::new("invalid database"))?;
     Ok(SnapshotStatus {
         hash: stats.hash,
         revision: stats.revision,

@@ -4,7 +4,9 @@
 //! (term, vote, commit), the `ConfState`, and the index/term at which the log was last compacted.
 //! Writes are batched per `Ready` and fsync'd before raft is told they are persisted.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use std::sync::{Arc, OnceLock};
 
 /// etcd's `warnSyncDuration`: a WAL sync slower than this is logged as a slow fdatasync.
@@ -13,7 +15,9 @@ const WARN_SYNC_DURATION: std::time::Duration = std::time::Duration::from_secs(1
 use parking_lot::{Mutex, RwLock};
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
-use raft_engine::{Config as EngineConfig, Engine, LogBatch, MessageExt, ReadableSize};
+use raft_engine::{
+    Config as EngineConfig, Engine, LogBatch, MessageExt, ReadableSize, RecoveryMode,
+};
 
 use super::snapshot::Snapshotter;
 
@@ -56,22 +60,233 @@ pub struct WalStorage {
     snapshotter: Arc<OnceLock<Arc<Snapshotter>>>,
 }
 
+fn engine_config(dir: &Path, mode: RecoveryMode) -> EngineConfig {
+    EngineConfig {
+        dir: dir.to_string_lossy().into_owned(),
+        recovery_mode: mode,
+        // Proposals are small; compressing every batch costs more latency than it saves.
+        batch_compression_threshold: ReadableSize::kb(64),
+        target_file_size: ReadableSize::mb(64),
+        purge_threshold: ReadableSize::gb(1),
+        ..Default::default()
+    }
+}
+
+/// raft-engine's name for a file of its append queue.
+const LOG_SUFFIX: &str = ".raftlog";
+/// raft-engine's file header: magic, format version, alignment (format 2).
+const LOG_FILE_HEADER_LEN: usize = 53 + 8 + 8;
+/// raft-engine's batch header: length and compression type, offset of the item footer.
+const BATCH_HEADER_LEN: usize = 16;
+
+/// The append-queue log file with the highest sequence number: the one being written.
+fn last_log_file(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let seq: u64 = name.strip_suffix(LOG_SUFFIX)?.parse().ok()?;
+            Some((seq, e.path()))
+        })
+        .max_by_key(|(seq, _)| *seq)
+        .map(|(_, p)| p)
+}
+
+/// Opens the engine refusing any damage; if it is damaged, opens it again letting raft-engine
+/// cut the last file at its first bad record, and keeps that only if what was cut off is a
+/// torn tail. Otherwise the file is put back as it was and the start refused.
+fn open_engine(dir: &Path) -> anyhow::Result<Engine> {
+    check_headers(dir)?;
+    let strict = match Engine::open(engine_config(dir, RecoveryMode::AbsoluteConsistency)) {
+        Ok(engine) => return Ok(engine),
+        Err(raft_engine::Error::Io(e)) => anyhow::bail!("opening WAL {}: {e}", dir.display()),
+        Err(e) => e,
+    };
+    let last = last_log_file(dir);
+    let original = match &last {
+        Some(p) => {
+            Some(std::fs::read(p).with_context(|| format!("reading WAL file {}", p.display()))?)
+        }
+        None => None,
+    };
+    let lenient = Engine::open(engine_config(dir, RecoveryMode::TolerateTailCorruption));
+    let (Some(last), Some(original)) = (last, original) else {
+        anyhow::bail!("WAL {} is damaged: {strict}", dir.display());
+    };
+    let kept = std::fs::metadata(&last).map_or(0, |m| m.len() as usize);
+    let torn = kept <= original.len() && is_torn_tail(&original, kept);
+    match lenient {
+        Ok(engine) if torn => {
+            if kept < original.len() {
+                tracing::warn!(
+                    path = %last.display(),
+                    offset = kept,
+                    "dropped-bytes" = original.len() - kept,
+                    "repaired the torn tail of the last WAL file"
+                );
+            }
+            Ok(engine)
+        }
+        other => {
+            let lenient_failed = other.is_err();
+            drop(other);
+            let now = std::fs::read(&last).ok();
+            if now.as_deref() != Some(&original[..]) {
+                // Leave the evidence as it was found.
+                let mut f = std::fs::File::create(&last)
+                    .with_context(|| format!("restoring WAL file {}", last.display()))?;
+                std::io::Write::write_all(&mut f, &original)?;
+                f.sync_all()?;
+            }
+            if lenient_failed {
+                // The damage is not in the last file: name the first file that does not read
+                // as a chain of well-formed records, if one does not.
+                let file = damaged_file(dir, &last);
+                let what = file.as_deref().unwrap_or(dir).display().to_string();
+                anyhow::bail!("WAL file {what} is damaged: {strict}");
+            }
+            anyhow::bail!(
+                "WAL file {} is damaged at offset {kept}, with intact records after the damage \
+                 (not a torn tail): {strict}",
+                last.display()
+            )
+        }
+    }
+}
+
+/// The first log file other than `last` (by name) whose records do not run from its header to
+/// its end.
+fn damaged_file(dir: &Path, last: &Path) -> Option<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.as_path() != last)
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(LOG_SUFFIX) || n.ends_with(".rewrite"))
+        })
+        .collect();
+    files.sort();
+    files.into_iter().find(|p| {
+        std::fs::read(p).is_ok_and(|b| {
+            b.len() > LOG_FILE_HEADER_LEN
+                && !chain_reaches_end(&b, LOG_FILE_HEADER_LEN, &mut Default::default())
+        })
+    })
+}
+
+const LOG_FILE_MAGIC: &[u8] = b"RAFT-LOG-FILE-HEADER-9986AB3E47F320B394C8E84916EB0ED5";
+
+/// Refuses log files whose header raft-engine would read a block alignment from: raft-engine
+/// 0.4 only ever writes 0 there, and trusts any other value so far as to allocate buffers of
+/// that size (a damaged header aborted the process on a failed allocation).
+fn check_headers(dir: &Path) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let path = e.path();
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !(name.ends_with(LOG_SUFFIX) || name.ends_with(".rewrite")) {
+            continue;
+        }
+        let mut head = Vec::with_capacity(LOG_FILE_HEADER_LEN);
+        let read = std::fs::File::open(&path).and_then(|f| {
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(f, LOG_FILE_HEADER_LEN as u64),
+                &mut head,
+            )
+        });
+        if read.is_err() || head.len() < LOG_FILE_HEADER_LEN || !head.starts_with(LOG_FILE_MAGIC) {
+            // Too short or not a log file: raft-engine's own checks answer that.
+            continue;
+        }
+        let word = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&head[at..at + 8]);
+            u64::from_be_bytes(b)
+        };
+        let (version, alignment) = (word(LOG_FILE_MAGIC.len()), word(LOG_FILE_MAGIC.len() + 8));
+        if version == 2 && alignment != 0 {
+            anyhow::bail!(
+                "WAL file {} is damaged: its header gives a block alignment of {alignment}",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The length of the raft-engine batch at `at` in `b`, if a plausible batch header is there and
+/// the batch fits in `b`.
+fn batch_len(b: &[u8], at: usize) -> Option<usize> {
+    let h = b.get(at..at.checked_add(BATCH_HEADER_LEN)?)?;
+    let len_and_type = u64::from_be_bytes(h[..8].try_into().ok()?);
+    let footer = u64::from_be_bytes(h[8..].try_into().ok()?);
+    let len = usize::try_from(len_and_type >> 8).ok()?;
+    let footer = usize::try_from(footer).ok()?;
+    // Compression: none (0) or lz4 (1).
+    if len_and_type & 0xff > 1 || footer < BATCH_HEADER_LEN || footer > len {
+        return None;
+    }
+    (len <= b.len() - at).then_some(len)
+}
+
+/// Whether the bytes of log file `b` from `from` on are a torn tail: zeros, or bytes from which
+/// no chain of well-formed batches runs to the end of the file (or to its zero padding). A
+/// record damaged in place, with intact records after it, is not a torn tail.
+pub fn is_torn_tail(b: &[u8], from: usize) -> bool {
+    let from = from.min(b.len());
+    if b[from..].iter().all(|&x| x == 0) {
+        return true;
+    }
+    let mut reaches_end: std::collections::HashMap<usize, bool> = Default::default();
+    let start = (from + 1).max(LOG_FILE_HEADER_LEN);
+    !(start..b.len()).any(|p| chain_reaches_end(b, p, &mut reaches_end))
+}
+
+fn chain_reaches_end(
+    b: &[u8],
+    start: usize,
+    memo: &mut std::collections::HashMap<usize, bool>,
+) -> bool {
+    let mut visited = Vec::new();
+    let mut at = start;
+    let verdict = loop {
+        if let Some(v) = memo.get(&at) {
+            break *v;
+        }
+        if !visited.is_empty() && b[at..].iter().all(|&x| x == 0) {
+            break true;
+        }
+        match batch_len(b, at) {
+            Some(len) => {
+                visited.push(at);
+                at += len;
+            }
+            None => break false,
+        }
+    };
+    for p in visited {
+        memo.insert(p, verdict);
+    }
+    verdict
+}
+
 fn engine_err(e: raft_engine::Error) -> raft::Error {
     raft::Error::Store(StorageError::Other(Box::new(e)))
 }
 
 impl WalStorage {
+    /// Opens the log in `dir`. A torn tail of the last log file (a record cut short by a crash,
+    /// or the zero-filled space allocated ahead of it) is cut off, as etcd repairs its WAL; any
+    /// other damage is refused with an error naming the file.
     pub fn open(dir: &Path) -> anyhow::Result<WalStorage> {
         std::fs::create_dir_all(dir)?;
-        let cfg = EngineConfig {
-            dir: dir.to_string_lossy().into_owned(),
-            // Proposals are small; compressing every batch costs more latency than it saves.
-            batch_compression_threshold: ReadableSize::kb(64),
-            target_file_size: ReadableSize::mb(64),
-            purge_threshold: ReadableSize::gb(1),
-            ..Default::default()
-        };
-        let engine = Engine::open(cfg)?;
+        let engine = open_engine(dir)?;
         let mut cached = Cached::default();
         if let Some(hs) = engine.get_message::<HardState>(GROUP, KEY_HARD_STATE)? {
             cached.hard_state = hs;
