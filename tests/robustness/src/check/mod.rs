@@ -2,12 +2,13 @@
 //!
 //! A revision-witness linearizability check: the server's revisions propose the order of the
 //! operations; the checker verifies that this order explains every result and respects real
-//! time. It replays the event log the watch streams reported ([`log`], [`state`]), attributes
-//! each revision to the one write that made it ([`writes`]), checks reads against the replayed
-//! state ([`reads`]), the real-time order ([`order`]), every watch stream ([`watch`]) and the
-//! final state ([`final_state`]).
+//! time. It replays the event log the watch streams reported (`log`, `state`), attributes each
+//! revision to the one write that made it (`writes`, `candidates`, `effect`), checks reads
+//! against the replayed state (`reads`), the real-time order (`order`), every watch stream
+//! (`watch`) and the final state (`final_state`).
 
 mod anomalies;
+mod candidates;
 mod describe;
 mod effect;
 mod final_state;

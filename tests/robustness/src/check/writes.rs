@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use crate::history::{EventKind, History, Outcome, Request, Response, TxnOp, TxnResult};
 
 use super::anomalies::Anomalies;
+use super::candidates::{candidates, may_delete, Candidates};
 use super::effect::{effect, is_write, matches_log, Effect};
-use super::keys::{show, KeyRange};
+use super::keys::show;
 use super::log::{show_events, EventLog, LogRevision};
 use super::state::VersionedState;
 
@@ -44,80 +45,6 @@ fn answered_branch(outcome: &Outcome) -> Option<bool> {
     match outcome {
         Outcome::Ok(Response::Txn { succeeded, .. }) => Some(*succeeded),
         _ => None,
-    }
-}
-
-/// Indexes of the writes a revision can be matched with.
-struct Candidates<'h> {
-    /// (key, value) of every put of every write (put values are unique per request).
-    puts: HashMap<(&'h [u8], &'h [u8]), Vec<usize>>,
-    /// Unknown-outcome writes deleting a single key, by that key.
-    single_deletes: HashMap<&'h [u8], Vec<usize>>,
-    /// Unknown-outcome writes deleting ranges or revoking leases.
-    other_deletes: Vec<usize>,
-}
-
-fn candidates(h: &History) -> Candidates<'_> {
-    let mut c = Candidates {
-        puts: HashMap::new(),
-        single_deletes: HashMap::new(),
-        other_deletes: Vec::new(),
-    };
-    for (i, op) in h.ops.iter().enumerate() {
-        let unknown = matches!(op.outcome, Outcome::Err { .. });
-        match &op.req {
-            Request::Put { key, value, .. } => c.puts.entry((key, value)).or_default().push(i),
-            Request::Delete { key, range_end } if unknown => {
-                if range_end.is_empty() {
-                    c.single_deletes.entry(key).or_default().push(i);
-                } else {
-                    c.other_deletes.push(i);
-                }
-            }
-            Request::Txn {
-                success, failure, ..
-            } => {
-                let mut ranged = false;
-                for top in success.iter().chain(failure) {
-                    match top {
-                        TxnOp::Put { key, value, .. } => {
-                            c.puts.entry((key, value)).or_default().push(i)
-                        }
-                        TxnOp::Delete { key, range_end } if unknown => {
-                            if range_end.is_empty() {
-                                c.single_deletes.entry(key).or_default().push(i);
-                            } else {
-                                ranged = true;
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                if ranged {
-                    c.other_deletes.push(i);
-                }
-            }
-            Request::LeaseRevoke { .. } if unknown => c.other_deletes.push(i),
-            _ => {}
-        }
-    }
-    for list in c.single_deletes.values_mut() {
-        list.dedup();
-    }
-    c
-}
-
-/// Whether op `i` (one of `other_deletes`) could have deleted `key` at revision `rev`.
-fn may_delete(h: &History, i: usize, key: &[u8], state: &VersionedState, rev: i64) -> bool {
-    match &h.ops[i].req {
-        Request::Delete { key: k, range_end } => KeyRange::new(k, range_end).contains(key),
-        Request::Txn {
-            success, failure, ..
-        } => success.iter().chain(failure).any(|top| {
-            matches!(top, TxnOp::Delete { key: k, range_end } if KeyRange::new(k, range_end).contains(key))
-        }),
-        Request::LeaseRevoke { id } => state.get(key, rev - 1).is_some_and(|kv| kv.lease == *id),
-        _ => false,
     }
 }
 
