@@ -22,6 +22,10 @@ impl Anomalies {
         kind: &'static str,
         make: impl FnOnce() -> (String, Vec<usize>, Vec<usize>),
     ) {
+        debug_assert!(
+            super::KINDS.contains(&kind),
+            "unknown anomaly kind {kind:?}"
+        );
         let seen = self.per_kind.entry(kind).or_default();
         *seen += 1;
         if *seen <= CAP {

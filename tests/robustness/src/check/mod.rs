@@ -28,6 +28,27 @@ use std::fmt;
 
 use crate::history::History;
 
+/// Every anomaly kind the checker reports (`Anomaly::kind` is one of these).
+pub const KINDS: [&str; 17] = [
+    "stale read",
+    "read from the future",
+    "wrong read result",
+    "lost write",
+    "wrong txn branch",
+    "unexplained event",
+    "event log gap",
+    "watch duplicate",
+    "watch gap",
+    "watch out of order",
+    "watch wrong start",
+    "watch event mismatch",
+    "watch wrong compact revision",
+    "revision went backwards",
+    "hash mismatch",
+    "final state mismatch",
+    "lease",
+];
+
 /// One violation of etcd's guarantees found in a history.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Anomaly {

@@ -444,3 +444,17 @@ fn put_with_a_wrong_version() {
     assert!(found.contains("lost write"), "{}", check(&h));
     assert!(!found.contains("unexplained event"), "{}", check(&h));
 }
+
+#[test]
+fn anomalies_are_capped_per_kind() {
+    let mut s = base();
+    for i in 0..30 {
+        s.range(1, 10 + 2 * i, 11 + 2 * i, "a", "", 2, 0, false);
+    }
+    let report = check(&s.finish(vec![]));
+    assert_eq!(report.anomalies.len(), 20);
+    assert!(
+        report.to_string().contains("... and 10 more stale read"),
+        "{report}"
+    );
+}
