@@ -15,8 +15,9 @@ use crate::history::{
 };
 
 /// How long a client waits for one answer before it records the operation as failed (its
-/// effect unknown). Longer than a leader election, shorter than a scenario's fault.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// effect unknown). Longer than a leader election (500 ms election timeout), shorter than a
+/// scenario's fault, so that clients stuck on a cut-off member soon try another.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// Clients of one member, on one lazily (re)connected HTTP/2 connection.
 #[derive(Clone)]

@@ -311,6 +311,23 @@ impl Cluster {
         Ok(())
     }
 
+    /// Moves the leadership from `leader` to member `to` (MoveLeader on the leader).
+    pub fn move_leader(&self, leader: usize, to: usize) -> Result<()> {
+        use oxcd_api::etcdserverpb::maintenance_client::MaintenanceClient;
+        let target_id = self.members[to].id;
+        let channel = self.client(leader).channel();
+        self.runtime.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                MaintenanceClient::new(channel).move_leader(pb::MoveLeaderRequest { target_id }),
+            )
+            .await
+            .map_err(|_| anyhow!("move leader timed out"))?
+            .map_err(|s| anyhow!("move leader: {}", s.message()))
+        })?;
+        Ok(())
+    }
+
     /// Removes member `i` from the cluster (through member `via`), stops it and deletes its
     /// data dir.
     pub fn remove_member(&mut self, i: usize, via: usize) -> Result<()> {

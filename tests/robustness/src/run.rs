@@ -96,6 +96,7 @@ pub struct Ctx<'a> {
     pub deadline: Instant,
     started: Instant,
     faults: Vec<String>,
+    burst_seq: u64,
 }
 
 impl Ctx<'_> {
@@ -150,6 +151,23 @@ impl Ctx<'_> {
         self.recorder
             .finish(id, HARNESS_CLIENT, i, call, req, outcome.clone());
         outcome
+    }
+
+    /// `n` puts through member `i`, one after another, recorded like any operation: a burst
+    /// that puts a cut-off member far enough behind to need a snapshot.
+    pub fn burst(&mut self, i: usize, n: usize) -> usize {
+        let mut ok = 0;
+        for _ in 0..n {
+            let k = self.rng.random_range(0..10);
+            self.burst_seq += 1;
+            let req = Request::Put {
+                key: crate::traffic::key(k),
+                value: format!("burst-{}", self.burst_seq).into_bytes(),
+                lease: 0,
+            };
+            ok += usize::from(matches!(self.call(i, req), Outcome::Ok(_)));
+        }
+        ok
     }
 
     /// Compacts at a revision the all-keys watcher has already seen, through member `i`.
@@ -223,6 +241,7 @@ pub fn run(scenario: &Scenario, seed: u64, profile: &Profile) -> Result<RunResul
         deadline: started + profile.duration,
         started,
         faults: Vec::new(),
+        burst_seq: 0,
         cluster: &mut cluster,
     };
     let injected = (scenario.inject)(&mut ctx);
@@ -238,11 +257,24 @@ pub fn run(scenario: &Scenario, seed: u64, profile: &Profile) -> Result<RunResul
         m.env.clear();
     }
     traffic.stop_clients();
-    injected.context("the scenario's fault injection failed")?;
-    cluster.heal_and_converge(Duration::from_secs(60))?;
-    revoke_leases(&cluster, &recorder);
-    let converged = cluster.heal_and_converge(Duration::from_secs(60))?;
-    let (final_revision, final_kvs, members) = cluster.final_state()?;
+    let ended = (|| {
+        injected.context("the scenario's fault injection failed")?;
+        cluster.heal_and_converge(Duration::from_secs(60))?;
+        revoke_leases(&cluster, &recorder);
+        let converged = cluster.heal_and_converge(Duration::from_secs(60))?;
+        let (final_revision, final_kvs, members) = cluster.final_state()?;
+        Ok::<_, anyhow::Error>((converged, final_revision, final_kvs, members))
+    })();
+    let (converged, final_revision, final_kvs, members) = match ended {
+        Ok(e) => e,
+        Err(e) => {
+            let keep = keep_logs(&cluster, scenario.name, seed);
+            return Err(e.context(format!(
+                "member logs in {keep}; faults:\n  {}\n",
+                faults.join("\n  ")
+            )));
+        }
+    };
     let caught_up = traffic.stop_watchers(final_revision.max(converged), Duration::from_secs(30));
     if !caught_up {
         eprintln!("warning: the all-keys watcher did not reach revision {final_revision}");
@@ -272,12 +304,18 @@ pub fn run(scenario: &Scenario, seed: u64, profile: &Profile) -> Result<RunResul
         if std::fs::write(&path, serde_json::to_vec(&result.history)?).is_ok() {
             result.saved = Some(path);
         }
-        let logs = cluster.logs_dir();
-        let keep =
-            std::env::temp_dir().join(format!("oxcd-robustness-{}-{seed}-logs", scenario.name));
-        let _ = copy_dir(&logs, &keep);
+        keep_logs(&cluster, scenario.name, seed);
     }
     Ok(result)
+}
+
+/// Copies the members' logs out of the cluster's temp dir (removed with the cluster).
+fn keep_logs(cluster: &Cluster, scenario: &str, seed: u64) -> String {
+    let keep = std::env::temp_dir().join(format!("oxcd-robustness-{scenario}-{seed}-logs"));
+    match copy_dir(&cluster.logs_dir(), &keep) {
+        Ok(()) => keep.display().to_string(),
+        Err(e) => format!("(not kept: {e})"),
+    }
 }
 
 /// Revokes every lease still alive (recorded), so no lease expires after the final state is

@@ -228,6 +228,8 @@ fn crash_during_compaction(ctx: &mut Ctx) -> Result<()> {
             let victim = ctx.random_member();
             ctx.fault(format!("kill -9 m{} during compaction", victim + 1));
             ctx.cluster.kill9(victim);
+            ctx.wait(50, 300);
+            ctx.cluster.restart(victim)?;
         }
         ctx.wait(100, 400);
         restart_crashed(ctx)?;
@@ -260,6 +262,9 @@ fn crash_during_defrag(ctx: &mut Ctx) -> Result<()> {
             ctx.cluster.kill9(i);
         }
         let outcome = ctx.cluster.runtime.block_on(task)?;
+        if kill_after.is_some() {
+            ctx.cluster.restart(i)?;
+        }
         ctx.recorder.finish(
             id,
             crate::run::HARNESS_CLIENT,
@@ -343,18 +348,30 @@ const SNAPSHOT_INSTALLED: &str = "restored database from snapshot";
 fn two_snapshots_in_short_time(ctx: &mut Ctx) -> Result<()> {
     let mut pairs = 0;
     while ctx.active() {
-        let leader = ctx.leader_or_random();
+        let mut leader = ctx.leader_or_random();
         let follower = ctx.other_than(leader);
         let mut installed = 0;
         for round in 1..=2 {
+            if round == 2 {
+                // A leader keeps the entries after a snapshot it sent for a while (the follower
+                // needs them next), so the second snapshot comes from another leader.
+                let third = (0..ctx.size())
+                    .find(|&m| m != leader && m != follower)
+                    .unwrap_or(leader);
+                ctx.fault(format!("move the leader to m{}", third + 1));
+                if ctx.cluster.move_leader(leader, third).is_ok() {
+                    leader = third;
+                }
+            }
             let before = ctx.cluster.log_count(follower, SNAPSHOT_INSTALLED);
             ctx.fault(format!("isolate m{} (snapshot {round})", follower + 1));
             ctx.cluster.network.isolate(follower, ctx.size());
-            // Long enough for the leader to compact its log past the follower (20 entries).
-            ctx.wait(1000, 2000);
+            // Far enough for the leader to compact its log past the follower (20 entries).
+            ctx.wait(300, 600);
+            let written = ctx.burst(leader, 80);
+            ctx.fault(format!("{written} puts through the leader m{}", leader + 1));
             ctx.fault("heal");
             ctx.cluster.network.heal_all();
-            // The second cut comes right after the first snapshot is in.
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
             while ctx.cluster.log_count(follower, SNAPSHOT_INSTALLED) == before
                 && std::time::Instant::now() < deadline

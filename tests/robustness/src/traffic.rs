@@ -118,6 +118,7 @@ impl Traffic {
                     recorder: recorder.clone(),
                     cfg: cfg.clone(),
                     seq: 0,
+                    grants: 0,
                     leases: Vec::new(),
                     mod_revisions: vec![0; cfg.keys],
                     values: vec![Vec::new(); cfg.keys],
@@ -182,6 +183,8 @@ struct Client {
     recorder: Arc<Recorder>,
     cfg: TrafficConfig,
     seq: u64,
+    /// Lease grants sent (the low half of the next lease id).
+    grants: i64,
     /// Leases this client granted and has not revoked.
     leases: Vec<i64>,
     /// Per key, the last mod revision and value this client read or wrote (for txn compares).
@@ -260,10 +263,14 @@ impl Client {
                 let serializable = self.rng.random_bool(0.5);
                 self.range(serializable, (newest - back).max(1))
             }
-            84..88 if self.cfg.leases => Request::LeaseGrant {
-                id: ((self.id as i64 + 1) << 32) | (self.seq as i64 + 1),
-                ttl: self.rng.random_range(2..8),
-            },
+            84..88 if self.cfg.leases => {
+                // Never the same id twice: a grant whose answer was lost is still told apart.
+                self.grants += 1;
+                Request::LeaseGrant {
+                    id: ((self.id as i64 + 1) << 32) | self.grants,
+                    ttl: self.rng.random_range(2..8),
+                }
+            }
             88..94 if self.cfg.leases && !self.leases.is_empty() => Request::LeaseKeepAlive {
                 id: self.leases[self.rng.random_range(0..self.leases.len())],
             },
