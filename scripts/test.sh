@@ -2,7 +2,7 @@
 # The one command that runs every test of oxcd:
 #   1. installs the real etcd and etcdctl (the oracle of the process tests) if missing, promtool,
 #      and node, npm and the pinned npm packages of tests/clients/node,
-#   2. builds every binary of the workspace (debug profile),
+#   2. builds every binary of the workspace (debug profile, with oxcd's failpoints built in),
 #   3. runs every test: unit tests and the process tests in tests/.
 #
 # Usage: bash scripts/test.sh [extra arguments for `cargo test`]
@@ -54,12 +54,15 @@ fi
 cargo --version
 
 start=$(date +%s)
-log "cargo build --workspace --bins"
-cargo build --workspace --bins
+# Tests run on a failpoint build (crates/server/src/failpoints.rs; inert unless FAILPOINTS is set),
+# so the robustness harness can crash members and start deliberately broken ones. The shipped
+# release build is made without the feature.
+log "cargo build --workspace --bins --features oxcd/failpoints"
+cargo build --workspace --bins --features oxcd/failpoints
 
 log "cargo test --workspace"
 status=0
-cargo test --workspace --no-fail-fast "$@" || status=$?
+cargo test --workspace --no-fail-fast --features oxcd/failpoints "$@" || status=$?
 
 # The harness kills every process it starts (process groups, PR_SET_PDEATHSIG); report any
 # survivor, found by the temp-dir prefix the harness gives every member.

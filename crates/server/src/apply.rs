@@ -223,6 +223,7 @@ impl Applier {
         batch.set_consistent_index(last_index, last_term);
         let revision = batch.revision();
         let durable = progress.last_durable.elapsed() >= DURABLE_INTERVAL;
+        crate::failpoints::crash_point!("apply-before-commit");
         let start = Instant::now();
         let events = batch.commit(durable)?;
         if durable {
@@ -231,6 +232,7 @@ impl Applier {
         } else {
             progress.dirty = true;
         }
+        crate::failpoints::crash_point!("apply-after-commit");
         if !events.is_empty() {
             self.watch_hub.notify(&events, revision);
         }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod config_file;
 pub mod corrupt;
 pub mod error;
+pub mod failpoints;
 pub mod fuzzing;
 pub mod gateway;
 pub mod grpc;

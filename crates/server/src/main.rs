@@ -60,6 +60,9 @@ fn main() {
     let mut cfg = Config::from_flags(flags)
         .unwrap_or_else(|e| exit_with(&FlagError::Verify(format!("{e:#}"))));
     init_logging(&cfg);
+    // Failpoint builds only: configured from FAILPOINTS, for as long as the process runs.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = oxcd_server::failpoints::setup();
     if let Some(path) = config_file {
         tracing::info!(
             path = %path,

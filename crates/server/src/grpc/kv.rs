@@ -16,6 +16,7 @@ use tonic::{Request as GrpcRequest, Response, Status};
 use super::check_size;
 use crate::auth::Caller;
 use crate::error::EtcdError;
+use crate::failpoints::{self, BUG_ACK_PUT_WITHOUT_APPLY, BUG_READ_WITHOUT_READ_INDEX};
 use crate::server::{ApplyResponse, EtcdServer};
 
 pub struct KvService {
@@ -176,7 +177,7 @@ impl Kv for KvService {
             return Err(crate::error::EtcdError::NotSupportedForLearner.into());
         }
         check_range(&r)?;
-        if !r.serializable {
+        if !r.serializable && !failpoints::fires(BUG_READ_WITHOUT_READ_INDEX) {
             self.server.read_index().await?;
         }
         let who = self.server.auth_info(&caller).await?;
@@ -196,6 +197,14 @@ impl Kv for KvService {
         check_size(&r, self.max_recv)?;
         self.server.check_quota(crate::quota::put_cost(&r)).await?;
         check_put(&r)?;
+        if failpoints::fires(BUG_ACK_PUT_WITHOUT_APPLY) {
+            // Deliberately wrong: the write is acknowledged, never proposed.
+            let revision = self.server.store.current_revision() + 1;
+            return Ok(Response::new(PutResponse {
+                header: Some(self.server.header_at(revision)),
+                prev_kv: None,
+            }));
+        }
         let ir = InternalRaftRequest {
             put: Some(r),
             ..Default::default()
@@ -232,7 +241,7 @@ impl Kv for KvService {
         check_txn(&r, self.server.cfg.max_txn_ops as usize)?;
         if crate::mvcc::is_txn_read_only(&r) {
             // Compares and reads from one snapshot need no raft entry, only the read barrier.
-            if !txn_is_serializable(&r) {
+            if !txn_is_serializable(&r) && !failpoints::fires(BUG_READ_WITHOUT_READ_INDEX) {
                 self.server.read_index().await?;
             }
             let who = self.server.auth_info(&caller).await?;

@@ -197,7 +197,9 @@ impl MvccStore {
             Durability::None
         })
         .map_err(|e| EtcdError::Internal(format!("backend: {e}")))?;
+        crate::failpoints::crash_point!("compact-before-commit-batch");
         txn.commit()?;
+        crate::failpoints::crash_point!("compact-after-commit-batch");
         self.refresh_file_size();
         job.pos = end;
         if done {

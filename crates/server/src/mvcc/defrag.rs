@@ -432,6 +432,7 @@ impl MvccStore {
     fn defrag_once(&self, tmp: &Path) -> std::result::Result<(usize, Duration), Stop> {
         let live = self.db();
         let mut dst = Database::create(tmp).map_err(EtcdError::from)?;
+        crate::failpoints::crash_point!("defrag-before-copy");
         let mut mark = {
             let src = self.snapshot_of(&live)?;
             copy_all(&src, &dst)?;
@@ -483,6 +484,7 @@ impl MvccStore {
                 }
             }
             sync_file(tmp)?;
+            crate::failpoints::crash_point!("defrag-before-rename");
             std::fs::rename(tmp, &self.path).map_err(|e| io_err("rename", tmp, e))?;
             // From here the file at the path is the copy: the store must use it, whatever
             // happens next.
@@ -501,6 +503,7 @@ impl MvccStore {
             // Closed here, or by the last reader still in a transaction on it.
             drop(old);
             synced?;
+            crate::failpoints::crash_point!("defrag-after-rename");
             return Ok((rounds, writes_held));
         }
     }

@@ -516,6 +516,7 @@ impl MvccStore {
         txn.commit()?;
         let l = Self::load(&db)?;
         let _w = self.writer.lock();
+        crate::failpoints::crash_point!("snapshot-install-before-rename");
         std::fs::rename(path, &self.path).map_err(|e| {
             EtcdError::Internal(format!(
                 "mvcc: rename {} to {}: {e}",
@@ -526,6 +527,7 @@ impl MvccStore {
         if let Some(dir) = self.path.parent() {
             sync_dir(dir)?;
         }
+        crate::failpoints::crash_point!("snapshot-install-after-rename");
         let old = {
             let mut idx = self.index.write();
             let old = std::mem::replace(&mut *self.db.write(), Arc::new(db));

@@ -349,7 +349,10 @@ impl WatchHub {
             let Some(kv) = ev.kv.as_ref() else { continue };
             st.index.for_each_match(&kv.key, |w| {
                 let s = &st.synced[&w];
-                if kv.mod_revision >= s.min_rev && s.filters.accepts(ev) {
+                if kv.mod_revision >= s.min_rev
+                    && s.filters.accepts(ev)
+                    && !crate::failpoints::fires(crate::failpoints::BUG_WATCH_SKIP_EVENT)
+                {
                     per_watcher.entry(w).or_default().push(i as u32);
                     used[i] = true;
                 }

@@ -352,7 +352,13 @@ impl NodeLoop {
                 }
             }
         }
+        if !rd.entries().is_empty() || rd.hs().is_some() {
+            crate::failpoints::crash_point!("raft-before-save");
+        }
         self.storage.append(rd.entries(), rd.hs(), rd.must_sync())?;
+        if !rd.entries().is_empty() || rd.hs().is_some() {
+            crate::failpoints::crash_point!("raft-after-save");
+        }
         if let Some(hs) = rd.hs() {
             self.status.term.store(hs.term, Ordering::Release);
             self.status.commit.store(hs.commit, Ordering::Release);

@@ -520,6 +520,7 @@ impl WalStorage {
             return Ok(meta.index);
         }
         let term = raft::Storage::term(self, index).map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::failpoints::crash_point!("wal-before-compact");
         meta.index = index;
         meta.term = term;
         meta.set_conf_state(self.conf_state());
