@@ -515,9 +515,12 @@ fn full_disk(ctx: &mut Ctx) -> Result<()> {
     while ctx.active() {
         ctx.wait(800, 1500);
         if let Some(d) = &ctx.disk {
-            d.fill(256 << 10)?;
+            d.fill(0)?;
         }
-        ctx.fault("data filesystem filled (256 KiB left)");
+        ctx.fault(format!(
+            "data filesystem filled ({} bytes left)",
+            ctx.disk.as_ref().map_or(0, |d| d.available())
+        ));
         ctx.wait(1000, 2500);
         if let Some(d) = &ctx.disk {
             d.free_filler()?;
