@@ -252,11 +252,19 @@ pub fn run(scenario: &Scenario, seed: u64, profile: &Profile) -> Result<RunResul
     if let Some(d) = &ctx.disk {
         let _ = d.free_filler();
     }
-    let Ctx { faults, .. } = ctx;
-    for m in &mut cluster.members {
-        m.env.clear();
-    }
+    let Ctx { mut faults, .. } = ctx;
     traffic.stop_clients();
+    // Members still running with failpoints would crash again (a compaction resumed after a
+    // restart fires its failpoint anew): restart them without.
+    for i in cluster.all() {
+        if !cluster.members[i].env.is_empty() {
+            cluster.members[i].env.clear();
+            if cluster.is_running(i) {
+                faults.push(format!("end: restart m{} without failpoints", i + 1));
+                cluster.restart(i)?;
+            }
+        }
+    }
     let ended = (|| {
         injected.context("the scenario's fault injection failed")?;
         cluster.heal_and_converge(Duration::from_secs(60))?;
