@@ -84,8 +84,30 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `opts.size` members and waits until they have a leader.
+    /// Starts `opts.size` members and waits until they have a leader. A member that lost a
+    /// port race with another process (its port taken between choosing and binding it) makes
+    /// the whole cluster start again on new ports.
     pub fn start(runtime: Arc<Runtime>, opts: ClusterOpts) -> Result<Cluster> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Cluster::start_once(runtime.clone(), opts.clone()) {
+                Ok(c) => return Ok(c),
+                Err(e) if format!("{e:#}").contains("Address already in use") => {
+                    if let Some(root) = &opts.data_root {
+                        // The data dirs of the failed attempt, on a filesystem the run reuses.
+                        for i in 0..opts.size {
+                            let _ = std::fs::remove_dir_all(root.join(format!("m{}.etcd", i + 1)));
+                        }
+                    }
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.expect("three attempts failed"))
+    }
+
+    fn start_once(runtime: Arc<Runtime>, opts: ClusterOpts) -> Result<Cluster> {
         let oxcd = bins::oxcd();
         bins::require(&oxcd);
         let dir = tempfile::Builder::new()
@@ -128,7 +150,7 @@ impl Cluster {
         for i in cluster.all() {
             cluster.spawn(i, &initial, "new")?;
         }
-        cluster.wait_leader(Duration::from_secs(30))?;
+        cluster.wait_leader(Duration::from_secs(60))?;
         cluster.learn_ids()?;
         Ok(cluster)
     }
