@@ -182,7 +182,7 @@ pub fn open_backend(
         Ok(m) if m.len() == 0 && wal_has_data => return Err(damaged(path, "the file is empty")),
         Ok(m) if m.len() > 0 => {
             // Opened on its own first, for redb's own verdict on the file.
-            let probe = std::panic::catch_unwind(|| redb::Database::open(path).map(drop))
+            let probe = std::panic::catch_unwind(|| open_checked(path))
                 .map_err(|panic| damaged(path, &panic_text(&*panic)))?;
             match probe {
                 Ok(()) => {}
@@ -204,6 +204,29 @@ pub fn open_backend(
         Ok(Ok(store)) => Ok(store),
         Ok(Err(e)) => Err(anyhow::anyhow!("opening backend {}: {e}", path.display())),
         Err(panic) => Err(damaged(path, &panic_text(&*panic))),
+    }
+}
+
+/// Opens the database at `path` and has redb verify every page's checksum before the handle is
+/// closed. Closing writes to the file; on some damaged files redb panics in there and panics
+/// again while unwinding, which aborts the process (found by fuzzing). A handle on a file that
+/// failed the check, or whose check panicked, is leaked instead of closed.
+pub fn open_checked(path: &std::path::Path) -> Result<(), redb::DatabaseError> {
+    let mut db = redb::Database::open(path)?;
+    let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.check_integrity()));
+    match verdict {
+        Ok(Ok(_repaired_or_sound)) => {
+            drop(db);
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            std::mem::forget(db);
+            Err(e)
+        }
+        Err(panic) => {
+            std::mem::forget(db);
+            std::panic::resume_unwind(panic)
+        }
     }
 }
 

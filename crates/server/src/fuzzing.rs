@@ -776,6 +776,26 @@ mod tests {
         assert_eq!(after, flipped);
     }
 
+    /// Replays an input `cargo fuzz` saved (`OXCD_FUZZ_REPRO=<file>`) through the target named
+    /// by `OXCD_FUZZ_TARGET` (default `backend_open`) in a debug build; without the variable,
+    /// nothing.
+    #[test]
+    fn repro_from_env() {
+        let Ok(path) = std::env::var("OXCD_FUZZ_REPRO") else {
+            return;
+        };
+        let data = std::fs::read(path).unwrap();
+        let target = std::env::var("OXCD_FUZZ_TARGET").unwrap_or_default();
+        match target.as_str() {
+            "request_validation" => request_validation(&data),
+            "flag_parsing" => flag_parsing(&data),
+            "config_file" => config_file(&data),
+            "snapshot_file" => snapshot_file(&data),
+            "wal_open" => wal_open(&data),
+            _ => backend_open(&data),
+        }
+    }
+
     /// Writes the seed corpus for `cargo fuzz` into `$OXCD_FUZZ_CORPUS/<target>/`.
     #[test]
     #[ignore]

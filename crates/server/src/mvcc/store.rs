@@ -654,6 +654,7 @@ impl MvccStore {
     /// redb repair a file that was not closed cleanly (a copy of a dead member's backend), so
     /// call it on a copy when the original must stay untouched.
     pub fn file_stats(path: &Path) -> Result<FileStats> {
+        crate::corrupt::open_checked(path)?;
         let db = Database::open(path)?;
         let txn = db.begin_read()?;
         if txn.list_multimap_tables()?.next().is_some() {
@@ -701,6 +702,7 @@ impl MvccStore {
         value: &[u8],
         (index, term): (u64, u64),
     ) -> Result<Option<i64>> {
+        crate::corrupt::open_checked(path)?;
         let db = Database::open(path)?;
         let txn = db.begin_write()?;
         for t in [KEY_TABLE, LEASE_TABLE] {
