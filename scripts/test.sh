@@ -26,8 +26,9 @@ if [ ! -x /usr/bin/etcd ] || [ ! -x /usr/bin/etcdctl ]; then
     log "installing etcd-server and etcd-client (the reference etcd 3.4)"
     apt_install etcd-server etcd-client
 fi
-/usr/bin/etcd --version | head -n 1
-ETCDCTL_API=3 /usr/bin/etcdctl version | head -n 1
+# sed, not head: head exits after one line and the writer's SIGPIPE fails the pipeline (pipefail).
+/usr/bin/etcd --version | sed -n 1p
+ETCDCTL_API=3 /usr/bin/etcdctl version | sed -n 1p
 
 # promtool checks and tests the alert rules in deploy/prometheus (tests/metrics.rs).
 if ! command -v promtool >/dev/null 2>&1; then
