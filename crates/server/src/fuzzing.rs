@@ -798,7 +798,7 @@ mod tests {
 
     /// Writes the seed corpus for `cargo fuzz` into `$OXCD_FUZZ_CORPUS/<target>/`.
     #[test]
-    #[ignore]
+    #[ignore = "a tool, not a test: writes the cargo-fuzz seed corpus"]
     fn write_corpus() {
         let Ok(root) = std::env::var("OXCD_FUZZ_CORPUS") else {
             return;
