@@ -125,12 +125,49 @@ fn endpoint(g: &Global, ep: &str) -> Endpoint {
     e
 }
 
+/// Why a dial failed, with the causes tonic keeps behind "transport error".
+fn dial_error(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !text.contains(&t) {
+            text = format!("{text}: {t}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// An endpoint for `--insecure-skip-tls-verify`: plain `Endpoint` settings, TLS done by our
+/// own connector.
+fn insecure_endpoint(g: &Global, ep: &str) -> Endpoint {
+    // The connector does the TLS; tonic refuses an https:// URI without its own TLS.
+    let plain = url(ep, true).replacen("https://", "http://", 1);
+    let mut e = Endpoint::from_shared(plain)
+        .unwrap_or_else(|e| fail(format!("dial error: bad endpoint {ep}: {e}")));
+    if !g.dial_timeout.is_zero() {
+        e = e.connect_timeout(g.dial_timeout);
+    }
+    e.tcp_nodelay(true)
+}
+
 async fn dial(g: &Global, eps: &[String]) -> Channel {
+    if g.insecure_skip_tls_verify {
+        let cfg = crate::insecure::config(g.cert.as_deref(), g.key.as_deref())
+            .unwrap_or_else(|e| fail(format!("bad tls config: {e}")));
+        // One endpoint per connection here: the first one (the leader with --target-leader).
+        let e = insecure_endpoint(g, &eps[0]);
+        return e
+            .connect_with_connector(crate::insecure::Connector(cfg))
+            .await
+            .unwrap_or_else(|e| fail(format!("dial error: {}", dial_error(&e))));
+    }
     if eps.len() == 1 {
         endpoint(g, &eps[0])
             .connect()
             .await
-            .unwrap_or_else(|e| fail(format!("dial error: {e}")))
+            .unwrap_or_else(|e| fail(format!("dial error: {}", dial_error(&e))))
     } else {
         Channel::balance_list(eps.iter().map(|ep| endpoint(g, ep)))
     }
@@ -139,8 +176,13 @@ async fn dial(g: &Global, eps: &[String]) -> Channel {
 /// The endpoint whose member is the leader, asked of each endpoint in turn.
 async fn find_leader(g: &Global) -> String {
     for ep in &g.endpoints {
-        let Ok(ch) = endpoint(g, ep).connect().await else {
-            continue;
+        let ch = if g.insecure_skip_tls_verify {
+            dial(g, std::slice::from_ref(ep)).await
+        } else {
+            let Ok(ch) = endpoint(g, ep).connect().await else {
+                continue;
+            };
+            ch
         };
         let Ok(st) = MaintenanceClient::new(ch).status(StatusRequest {}).await else {
             continue;

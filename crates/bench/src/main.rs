@@ -3,6 +3,7 @@
 
 mod conn;
 mod gofmt;
+mod insecure;
 mod kv;
 mod lease;
 mod progress;
@@ -62,7 +63,7 @@ pub struct Global {
     /// verify certificates of HTTPS-enabled servers using this CA bundle
     #[arg(long, global = true)]
     pub cacert: Option<String>,
-    /// skip server certificate verification (not supported yet: refused)
+    /// skip server certificate verification (only the first endpoint is used)
     #[arg(long, global = true)]
     pub insecure_skip_tls_verify: bool,
     /// provide username:password
@@ -118,9 +119,6 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
-    if cli.global.insecure_skip_tls_verify {
-        fail("bad tls config: --insecure-skip-tls-verify is not supported by oxbench yet");
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

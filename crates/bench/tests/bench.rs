@@ -4,6 +4,8 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use oxcd_process_tests::cluster::Cluster;
+use oxcd_process_tests::tls::MtlsSet;
 use oxcd_process_tests::{Kind, Member};
 
 /// The most one small run may take on a busy machine before the test gives up on it.
@@ -14,9 +16,13 @@ struct Run {
 }
 
 fn oxbench(m: &Member, args: &[&str]) -> Run {
+    oxbench_at(&m.endpoint(), &m.kind.to_string(), args)
+}
+
+fn oxbench_at(endpoints: &str, what: &str, args: &[&str]) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_oxbench"))
         .arg("--endpoints")
-        .arg(m.endpoint())
+        .arg(endpoints)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -39,8 +45,7 @@ fn oxbench(m: &Member, args: &[&str]) -> Run {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
-        "oxbench {args:?} against {} failed ({:?})\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        m.kind,
+        "oxbench {args:?} against {what} failed ({:?})\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status
     );
     // The progress bar goes to stderr only.
@@ -299,4 +304,35 @@ fn against_oxcd() {
 #[test]
 fn against_etcd() {
     scenario(Kind::Etcd);
+}
+
+/// TLS with a client certificate: verified against the CA, and with
+/// `--insecure-skip-tls-verify`; `--target-leader` finds the (only) member as the leader.
+fn tls_scenario(kind: Kind) {
+    let dir = tempfile::Builder::new()
+        .prefix("oxbench-tls-")
+        .tempdir()
+        .expect("temp dir");
+    let set = MtlsSet::new(dir.path());
+    let c = Cluster::start_secure(kind, 1, set.secure(&[]));
+    let ep = c.endpoint(0);
+    let what = format!("TLS {kind}");
+    let ctl = set.ctl_flags();
+    let mut args: Vec<&str> = ctl.iter().map(String::as_str).collect();
+    args.extend(["--target-leader", "put", "--total", "20", "--clients", "2"]);
+    assert_eq!(check_report(&oxbench_at(&ep, &what, &args).stdout), 20);
+    let client = set.client.flags("cert", "key");
+    let mut args: Vec<&str> = client.iter().map(String::as_str).collect();
+    args.extend(["--insecure-skip-tls-verify", "range", "k", "--total", "20"]);
+    assert_eq!(check_report(&oxbench_at(&ep, &what, &args).stdout), 20);
+}
+
+#[test]
+fn tls_against_oxcd() {
+    tls_scenario(Kind::Oxcd);
+}
+
+#[test]
+fn tls_against_etcd() {
+    tls_scenario(Kind::Etcd);
 }
