@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const WIDTH: u64 = 60;
@@ -14,6 +14,8 @@ struct Inner {
     done: AtomicU64,
     stop: AtomicBool,
     began: Instant,
+    /// Held while drawing, so no periodic redraw follows the final line.
+    drawing: Mutex<()>,
 }
 
 /// A running progress bar; `inc` from any task, `finish` once.
@@ -29,6 +31,7 @@ impl Bar {
             done: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             began: Instant::now(),
+            drawing: Mutex::new(()),
         });
         let bar = Bar { inner };
         let drawer = bar.clone();
@@ -51,11 +54,17 @@ impl Bar {
 
     /// Draws the final state and ends the line.
     pub fn finish(&self) {
-        self.inner.stop.store(true, Ordering::Relaxed);
+        if self.inner.stop.swap(true, Ordering::Relaxed) {
+            return;
+        }
         self.draw(true);
     }
 
     fn draw(&self, last: bool) {
+        let _held = self.inner.drawing.lock().unwrap();
+        if !last && self.inner.stop.load(Ordering::Relaxed) {
+            return;
+        }
         let line = render(
             self.inner.done.load(Ordering::Relaxed),
             self.inner.total,

@@ -182,6 +182,15 @@ fn scenario(kind: Kind) {
     assert!(r.stdout.contains("Summary:"));
     assert!(r.stdout.contains("UNIX-SECOND,MIN-LATENCY-MS"));
 
+    // Failed requests: counted per error text, no summary, still exit 0 (as etcd's tool).
+    let r = oxbench(&m, &["put", "--total", "3", "--val-size", "2000000"]);
+    assert!(
+        r.stdout.starts_with("\nError distribution:\n  [3]\t"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("Summary:"));
+
     // range: linearizable and serializable.
     let out = m.etcdctl(&["put", "foo", "bar"]);
     assert_eq!(out.code, 0, "{out}");
