@@ -46,6 +46,10 @@ impl Conn {
         LeaseClient::new(self.ch.clone())
     }
 
+    pub fn lock(&self) -> oxcd_api::v3lockpb::lock_client::LockClient<Channel> {
+        oxcd_api::v3lockpb::lock_client::LockClient::new(self.ch.clone())
+    }
+
     pub fn maintenance(&self) -> MaintenanceClient<Channel> {
         MaintenanceClient::new(self.ch.clone())
     }

@@ -6,8 +6,10 @@ use std::collections::{HashMap, HashSet};
 
 use clap::Args;
 use oxcd_api::etcdserverpb::{
-    compare, request_op, Compare, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    compare, request_op, Compare, LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest,
+    RangeRequest, RequestOp, TxnRequest,
 };
+use oxcd_api::v3lockpb::{LockRequest, UnlockRequest};
 
 use crate::conn::{self, err_text, Conn};
 use crate::progress::Bar;
@@ -31,7 +33,7 @@ pub struct StmArgs {
     /// Percentage of keys to overwrite per transaction
     #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
     txn_wr_percent: i64,
-    /// Wrap STM transaction with a custom locking mechanism (only stm)
+    /// Wrap STM transaction with a custom locking mechanism (stm, lock-rpc)
     #[arg(long, default_value = "stm")]
     stm_locker: String,
     /// Value size of each STM put request
@@ -121,6 +123,40 @@ async fn run(c: &Conn, t: &Txn) -> Result<(), String> {
     }
 }
 
+/// A session lease as the Go client's `concurrency.NewSession` makes it: 60 s, kept alive in
+/// the background every 20 s for as long as the program runs.
+async fn session(c: &Conn) -> i64 {
+    let id = c
+        .lease()
+        .lease_grant(c.req(LeaseGrantRequest { ttl: 60, id: 0 }))
+        .await
+        .unwrap_or_else(|s| fail(&err_text(&s)))
+        .into_inner()
+        .id;
+    let c = c.clone();
+    tokio::spawn(async move {
+        // The first keep-alive is queued before the call: a server may send the response
+        // headers only with its first answer.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let _ = tx.send(LeaseKeepAliveRequest { id }).await;
+        let Ok(resp) = c
+            .lease()
+            .lease_keep_alive(c.req(tokio_stream::wrappers::ReceiverStream::new(rx)))
+            .await
+        else {
+            return;
+        };
+        let mut resp = resp.into_inner();
+        while let Ok(Some(_)) = resp.message().await {
+            tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+            if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
+                return;
+            }
+        }
+    });
+    id
+}
+
 pub async fn stm(g: &Global, a: &StmArgs) {
     if a.keys <= 0 {
         fail(&format!("expected positive --keys, got ({})", a.keys));
@@ -144,10 +180,23 @@ pub async fn stm(g: &Global, a: &StmArgs) {
         "ss" => Isolation::Snapshot,
         _ => fail("Usage:\n  oxbench stm [flags]"),
     };
-    if a.stm_locker != "stm" {
-        fail(&format!("unexpected stm locker {:?}", a.stm_locker));
-    }
+    let lock_rpc = match a.stm_locker.as_str() {
+        "stm" => false,
+        "lock-rpc" => true,
+        other => fail(&format!("unexpected stm locker {other:?}")),
+    };
     let clients = conn::clients(g, g.clients, g.conns).await;
+    // With lock-rpc each client holds a session lease and takes the Lock service's "stmlock"
+    // around every transaction.
+    let mut workers = Vec::with_capacity(clients.len());
+    for c in clients {
+        let lease = if lock_rpc {
+            Some(session(&c).await)
+        } else {
+            None
+        };
+        workers.push((c, lease));
+    }
     let (keys, per_txn, pct, val_size) = (
         a.keys,
         a.keys_per_txn as usize,
@@ -157,7 +206,7 @@ pub async fn stm(g: &Global, a: &StmArgs) {
     let bar = Bar::start(a.total as u64);
     let rec = Recorder::new();
     run_pool(
-        &clients,
+        &workers,
         a.total,
         Limiter::new(a.rate),
         move |_| {
@@ -172,7 +221,28 @@ pub async fn stm(g: &Global, a: &StmArgs) {
                 iso,
             }
         },
-        |c: Conn, t: Txn| async move { run(&c, &t).await },
+        |(c, lease): (Conn, Option<i64>), t: Txn| async move {
+            let Some(lease) = lease else {
+                return run(&c, &t).await;
+            };
+            let req = LockRequest {
+                name: b"stmlock".to_vec(),
+                lease,
+            };
+            let key = c
+                .lock()
+                .lock(c.req(req))
+                .await
+                .map_err(|s| err_text(&s))?
+                .into_inner()
+                .key;
+            let r = run(&c, &t).await;
+            c.lock()
+                .unlock(c.req(UnlockRequest { key }))
+                .await
+                .map_err(|s| err_text(&s))?;
+            r
+        },
         &rec,
         &bar,
     )

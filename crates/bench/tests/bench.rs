@@ -303,6 +303,21 @@ fn scenario(kind: Kind) {
         ],
     );
     assert_eq!(check_report(&r.stdout), 20);
+    let r = oxbench(
+        &m,
+        &[
+            "stm",
+            "--total",
+            "10",
+            "--keys",
+            "4",
+            "--clients",
+            "2",
+            "--stm-locker",
+            "lock-rpc",
+        ],
+    );
+    assert_eq!(check_report(&r.stdout), 10);
 }
 
 #[test]
