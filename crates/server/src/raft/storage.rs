@@ -69,9 +69,8 @@ fn engine_config(dir: &Path, mode: RecoveryMode) -> EngineConfig {
         target_file_size: ReadableSize::mb(64),
         purge_threshold: ReadableSize::gb(1),
         // No reuse of purged files: a reused file keeps its old records after the new header,
-        // and when a crash or a full disk cut the header's rewrite, those stale records made
-        // the torn-tail check (`is_torn_tail`) see intact records after the damage and refuse
-        // to start (found by the robustness soak's full-disk scenario). Fresh files hold only
+        // and if a crash cut the header's rewrite, the torn-tail check (`is_torn_tail`) would
+        // take those stale records for intact data after the damage. Fresh files hold only
         // what was written to them.
         enable_log_recycle: false,
         ..Default::default()
