@@ -120,7 +120,11 @@ fn open_engine(dir: &Path) -> anyhow::Result<Engine> {
         anyhow::bail!("WAL {} is damaged: {strict}", dir.display());
     };
     let kept = std::fs::metadata(&last).map_or(0, |m| m.len() as usize);
-    let torn = kept <= original.len() && is_torn_tail(&original, kept);
+    // A last file no longer than a header holds no entry: a crash or a full disk stopped its
+    // creation (raft-engine writes the header first), and raft-engine gives it a fresh header.
+    // The soak's full-disk scenario left such files empty.
+    let torn = original.len() <= LOG_FILE_HEADER_LEN
+        || (kept <= original.len() && is_torn_tail(&original, kept));
     match lenient {
         Ok(engine) if torn => {
             if kept < original.len() {
@@ -691,6 +695,46 @@ mod tests {
         assert_eq!(s.last_index().unwrap(), 9);
         assert_eq!(s.term(9).unwrap(), 2);
         assert_eq!(s.conf_state().voters, vec![7]);
+    }
+
+    /// A new log file left empty or with half a header (its creation hit a full disk): the
+    /// next start goes on from the entries before it, and entries written then survive.
+    #[test]
+    fn log_file_cut_at_creation_is_not_damage() {
+        for cut in [0usize, 30, 61] {
+            let dir = tempfile::tempdir().unwrap();
+            let s = WalStorage::open(dir.path()).unwrap();
+            s.bootstrap(ConfState {
+                voters: vec![7],
+                ..Default::default()
+            })
+            .unwrap();
+            let hs = HardState {
+                term: 1,
+                commit: 4,
+                ..Default::default()
+            };
+            let ents: Vec<Entry> = (2..=4).map(|i| entry(i, 1)).collect();
+            s.append(&ents, Some(&hs), true).unwrap();
+            drop(s);
+            let first = last_log_file(dir.path()).unwrap();
+            let seq: u64 = first
+                .file_name()
+                .and_then(|n| n.to_str()?.strip_suffix(LOG_SUFFIX)?.parse().ok())
+                .unwrap();
+            let header = std::fs::read(&first).unwrap()[..cut].to_vec();
+            let next = dir.path().join(format!("{:016}{LOG_SUFFIX}", seq + 1));
+            std::fs::write(&next, &header).unwrap();
+
+            let s = WalStorage::open(dir.path()).unwrap_or_else(|e| panic!("cut {cut}: {e:#}"));
+            assert_eq!(s.last_index().unwrap(), 4, "cut {cut}");
+            let more: Vec<Entry> = (5..=8).map(|i| entry(i, 1)).collect();
+            s.append(&more, None, true).unwrap();
+            drop(s);
+            let s = WalStorage::open(dir.path()).unwrap();
+            assert_eq!(s.last_index().unwrap(), 8, "cut {cut}");
+            assert_eq!(s.hard_state().commit, 4);
+        }
     }
 
     #[test]
