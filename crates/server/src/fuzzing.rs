@@ -396,7 +396,7 @@ fn read_wal(w: &crate::raft::storage::WalStorage) {
 }
 
 /// Seed inputs for each target, made by oxcd itself: what the seed corpus in `fuzz/corpus`
-/// holds (`cargo test -p oxcd --lib fuzzing::tests::write_corpus -- --ignored` rewrites it,
+/// holds (`cargo test -p oxcd --lib fuzzing::tests::write_corpus` rewrites it,
 /// given `OXCD_FUZZ_CORPUS=<dir>`).
 pub mod seeds {
     use super::*;
@@ -796,14 +796,14 @@ mod tests {
         }
     }
 
-    /// Writes the seed corpus for `cargo fuzz` into `$OXCD_FUZZ_CORPUS/<target>/`.
+    /// Writes the seed corpus for `cargo fuzz` into `$OXCD_FUZZ_CORPUS/<target>/` (a temp dir
+    /// when unset), one file per seed, and checks every target got its seeds.
     #[test]
-    #[ignore = "a tool, not a test: writes the cargo-fuzz seed corpus"]
     fn write_corpus() {
-        let Ok(root) = std::env::var("OXCD_FUZZ_CORPUS") else {
-            return;
-        };
-        let root = PathBuf::from(root);
+        let scratch = tempfile::tempdir().unwrap();
+        let root = std::env::var("OXCD_FUZZ_CORPUS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| scratch.path().to_path_buf());
         let sets: Vec<(&str, Vec<Vec<u8>>)> = vec![
             ("request_validation", seeds::request_validation()),
             ("flag_parsing", seeds::flag_parsing()),
@@ -815,8 +815,10 @@ mod tests {
         for (name, inputs) in sets {
             let dir = root.join(name);
             std::fs::create_dir_all(&dir).unwrap();
+            assert!(!inputs.is_empty(), "{name} has no seed");
             for (i, input) in inputs.iter().enumerate() {
                 std::fs::write(dir.join(format!("seed-{i}")), input).unwrap();
+                assert!(dir.join(format!("seed-{i}")).exists());
             }
         }
     }
