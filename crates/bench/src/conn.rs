@@ -71,8 +71,7 @@ pub fn err_text(s: &Status) -> String {
 }
 
 fn fail(msg: String) -> ! {
-    eprintln!("{msg}");
-    std::process::exit(1)
+    crate::fail(&msg)
 }
 
 fn read_file(path: &str) -> Vec<u8> {

@@ -10,7 +10,7 @@ use oxcd_api::etcdserverpb::{
 
 use crate::conn::{self, err_text, Conn};
 use crate::progress::Bar;
-use crate::report::Recorder;
+use crate::report::{Recorder, Summary};
 use crate::{fail, gofmt, rand_bytes, run_pool, varint_key, Global, Limiter};
 
 #[derive(Args, Debug)]
@@ -51,6 +51,15 @@ fn check_key_space(n: i64) {
 }
 
 pub async fn put(g: &Global, a: &PutArgs) {
+    let summary = put_run(g, a).await;
+    println!("{}", summary.render(g.precision()));
+    if a.check_hashkv {
+        hash_kv(g).await;
+    }
+}
+
+/// Runs `put` without printing the report.
+pub async fn put_run(g: &Global, a: &PutArgs) -> Summary {
     check_key_space(a.key_space_size);
     let clients = conn::clients(g, g.clients, g.conns).await;
     let value = rand_bytes(a.val_size);
@@ -98,10 +107,7 @@ pub async fn put(g: &Global, a: &PutArgs) {
     )
     .await;
     bar.finish();
-    println!("{}", rec.finish(g.precision(), g.sample));
-    if a.check_hashkv {
-        hash_kv(g).await;
-    }
+    rec.summary(g.sample)
 }
 
 /// Compacts to `delta` revisions behind the current one.
@@ -193,6 +199,12 @@ pub async fn range(g: &Global, a: &RangeArgs) {
     if !consistency_banner(&a.consistency) {
         fail("Usage:\n  oxbench range key [end-range] [flags]");
     }
+    let summary = range_run(g, a).await;
+    print!("{}", summary.render(g.precision()));
+}
+
+/// Runs `range` (of a known consistency) without printing anything.
+pub async fn range_run(g: &Global, a: &RangeArgs) -> Summary {
     let clients = conn::clients(g, g.clients, g.conns).await;
     let req = RangeRequest {
         key: a.key.as_bytes().to_vec(),
@@ -221,7 +233,7 @@ pub async fn range(g: &Global, a: &RangeArgs) {
     )
     .await;
     bar.finish();
-    print!("{}", rec.finish(g.precision(), g.sample));
+    rec.summary(g.sample)
 }
 
 #[derive(Args, Debug)]
@@ -257,6 +269,12 @@ fn put_op(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
 }
 
 pub async fn txn_put(g: &Global, a: &TxnPutArgs) {
+    let summary = txn_put_run(g, a).await;
+    println!("{}", summary.render(g.precision()));
+}
+
+/// Runs `txn-put` without printing the report.
+pub async fn txn_put_run(g: &Global, a: &TxnPutArgs) -> Summary {
     check_key_space(a.key_space_size);
     if a.txn_ops <= 0 {
         fail(&format!("expected positive --txn-ops, got ({})", a.txn_ops));
@@ -291,7 +309,7 @@ pub async fn txn_put(g: &Global, a: &TxnPutArgs) {
     )
     .await;
     bar.finish();
-    println!("{}", rec.finish(g.precision(), g.sample));
+    rec.summary(g.sample)
 }
 
 #[derive(Args, Debug)]

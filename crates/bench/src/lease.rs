@@ -5,7 +5,7 @@ use oxcd_api::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest};
 
 use crate::conn::{self, err_text, Conn};
 use crate::progress::Bar;
-use crate::report::Recorder;
+use crate::report::{Recorder, Summary};
 use crate::{fail, run_pool, Global, Limiter};
 
 #[derive(Args, Debug)]
@@ -33,6 +33,12 @@ async fn keepalive_once(c: &Conn, id: i64) -> Result<(), String> {
 }
 
 pub async fn keepalive(g: &Global, a: &LeaseKeepaliveArgs) {
+    let summary = keepalive_run(g, a).await;
+    print!("{}", summary.render(g.precision()));
+}
+
+/// Runs `lease-keepalive` without printing the report.
+pub async fn keepalive_run(g: &Global, a: &LeaseKeepaliveArgs) -> Summary {
     let clients = conn::clients(g, g.clients, g.conns).await;
     let mut workers = Vec::with_capacity(clients.len());
     for c in clients {
@@ -56,5 +62,5 @@ pub async fn keepalive(g: &Global, a: &LeaseKeepaliveArgs) {
     )
     .await;
     bar.finish();
-    print!("{}", rec.finish(g.precision(), g.sample));
+    rec.summary(g.sample)
 }

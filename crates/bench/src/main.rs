@@ -1,6 +1,7 @@
 //! oxbench: a load generator with the subcommands, flags and report of etcd's `benchmark`
 //! tool, for oxcd and etcd alike.
 
+mod compare;
 mod conn;
 mod gofmt;
 mod insecure;
@@ -115,10 +116,18 @@ enum Cmd {
     LeaseKeepalive(lease::LeaseKeepaliveArgs),
     /// Benchmark STM
     Stm(stm::StmArgs),
+    /// Run the same scenarios against a 3-member etcd cluster and a 3-member oxcd cluster
+    /// (started here, one after the other) and print a comparison table
+    Compare(compare::CompareArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
+    if let Cmd::Compare(a) = &cli.cmd {
+        // On this thread, with runtimes of its own: members die with the thread that
+        // spawned them.
+        std::process::exit(compare::main(a));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -135,6 +144,7 @@ fn main() {
             Cmd::WatchLatency(a) => watch::watch_latency(g, a).await,
             Cmd::LeaseKeepalive(a) => lease::keepalive(g, a).await,
             Cmd::Stm(a) => stm::stm(g, a).await,
+            Cmd::Compare(_) => unreachable!("compare runs outside the runtime"),
         }
     });
     // Exit at once: shutting the runtime down would close connections under watch streams
@@ -143,8 +153,19 @@ fn main() {
     std::process::exit(0);
 }
 
+/// Set by `compare`: [`fail`] then panics with a [`Failure`] instead of exiting, so one
+/// scenario's failure ends only that scenario.
+static FAIL_PANICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The panic payload of [`fail`] under `compare`.
+#[derive(Debug)]
+pub struct Failure(pub String);
+
 /// Prints a message on stderr and exits 1, as etcd's tool does on bad input.
 pub fn fail(msg: &str) -> ! {
+    if FAIL_PANICS.load(std::sync::atomic::Ordering::Relaxed) {
+        std::panic::panic_any(Failure(msg.to_string()));
+    }
     eprintln!("{msg}");
     std::process::exit(1)
 }

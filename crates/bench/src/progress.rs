@@ -9,6 +9,14 @@ use std::time::{Duration, Instant};
 
 const WIDTH: u64 = 60;
 
+/// Set by `compare`, which prints one line per scenario instead of bars.
+static HIDDEN: AtomicBool = AtomicBool::new(false);
+
+/// From now on bars count but never draw.
+pub fn hide_all() {
+    HIDDEN.store(true, Ordering::Relaxed);
+}
+
 struct Inner {
     total: u64,
     done: AtomicU64,
@@ -26,14 +34,19 @@ pub struct Bar {
 
 impl Bar {
     pub fn start(total: u64) -> Bar {
+        let hidden = HIDDEN.load(Ordering::Relaxed);
         let inner = Arc::new(Inner {
             total,
             done: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
+            // A hidden bar is stopped from the start: `finish` draws nothing.
+            stop: AtomicBool::new(hidden),
             began: Instant::now(),
             drawing: Mutex::new(()),
         });
         let bar = Bar { inner };
+        if hidden {
+            return bar;
+        }
         let drawer = bar.clone();
         tokio::spawn(async move {
             while !drawer.inner.stop.load(Ordering::Relaxed) {

@@ -71,6 +71,12 @@ impl Recorder {
 
     /// The report over everything recorded since the recorder was made.
     pub fn finish(&self, prec: Precision, sample: bool) -> String {
+        self.summary(sample).render(prec)
+    }
+
+    /// The numbers over everything recorded since the recorder was made (and the per-second
+    /// table with `sample`), to be rendered now or later.
+    pub fn summary(&self, sample: bool) -> Summary {
         let total = self.began.elapsed().as_secs_f64();
         let samples = std::mem::take(&mut *self.inner.lock().unwrap());
         let mut lats = Vec::with_capacity(samples.len());
@@ -92,9 +98,25 @@ impl Recorder {
                 }
             }
         }
-        let stats = Stats::new(lats, total, errors);
-        let series = sample.then(|| time_series(&seconds));
-        stats.render(prec, series.as_deref())
+        Summary {
+            stats: Stats::new(lats, total, errors),
+            series: sample.then(|| time_series(&seconds)),
+        }
+    }
+}
+
+/// One benchmark's numbers, taken when it ended.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub stats: Stats,
+    /// The `--sample` table.
+    pub series: Option<String>,
+}
+
+impl Summary {
+    /// The report text, as etcd's tool prints it.
+    pub fn render(&self, prec: Precision) -> String {
+        self.stats.render(prec, self.series.as_deref())
     }
 }
 

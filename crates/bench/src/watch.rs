@@ -15,7 +15,7 @@ use tonic::Streaming;
 
 use crate::conn::{self, err_text, Conn};
 use crate::progress::Bar;
-use crate::report::Recorder;
+use crate::report::{Recorder, Summary};
 use crate::{fail, rand_bytes, varint_key, Global, Limiter};
 
 fn create(key: Vec<u8>, start_revision: i64) -> WatchRequest {
@@ -75,6 +75,17 @@ pub struct WatchArgs {
 }
 
 pub async fn watch(g: &Global, a: &WatchArgs) {
+    let prec = g.precision();
+    let events = watch_run(g, a, |created| {
+        print!("Watch creation summary:\n{}", created.render(prec));
+    })
+    .await;
+    print!("Watch events received summary:\n{}", events.render(prec));
+}
+
+/// Runs `watch`: hands the watch creation summary to `on_created` once every watcher is made,
+/// and returns the summary of the events received.
+pub async fn watch_run(g: &Global, a: &WatchArgs, on_created: impl FnOnce(Summary)) -> Summary {
     if a.key_space_size <= 0 {
         fail(&format!(
             "expected positive --key-space-size, got ({})",
@@ -175,10 +186,7 @@ pub async fn watch(g: &Global, a: &WatchArgs) {
         let _ = created_rx.recv().await;
     }
     bar.finish();
-    print!(
-        "Watch creation summary:\n{}",
-        rec.finish(g.precision(), g.sample)
-    );
+    on_created(rec.summary(g.sample));
 
     // Puts: every put of a watched key is one event for each watcher of that key.
     let events_total: usize = (0..a.put_total)
@@ -227,13 +235,11 @@ pub async fn watch(g: &Global, a: &WatchArgs) {
         all_events.notified().await;
     }
     ebar.finish();
-    print!(
-        "Watch events received summary:\n{}",
-        erec.finish(g.precision(), g.sample)
-    );
+    let summary = erec.summary(g.sample);
     for t in live {
         t.abort();
     }
+    summary
 }
 
 #[derive(Args, Debug)]
