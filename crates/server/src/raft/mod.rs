@@ -1,5 +1,6 @@
 //! Consensus: raft-rs driven by a node thread, its log and hard state kept by raft-engine.
 
+pub mod entry_cache;
 pub mod ids;
 pub mod logger;
 pub mod node;

@@ -19,6 +19,7 @@ use raft_engine::{
     Config as EngineConfig, Engine, LogBatch, MessageExt, ReadableSize, RecoveryMode,
 };
 
+use super::entry_cache::EntryCache;
 use super::snapshot::Snapshotter;
 
 /// raft-engine keeps many raft groups apart by id; a member has exactly one.
@@ -58,6 +59,8 @@ pub struct WalStorage {
     meta_lock: Arc<Mutex<()>>,
     /// Produces the snapshots raft sends to lagging followers; unset in tests that need none.
     snapshotter: Arc<OnceLock<Arc<Snapshotter>>>,
+    /// The newest entries, so raft's term and entry look-ups near the tail skip the file.
+    tail: Arc<Mutex<EntryCache>>,
 }
 
 fn engine_config(dir: &Path, mode: RecoveryMode) -> EngineConfig {
@@ -67,7 +70,10 @@ fn engine_config(dir: &Path, mode: RecoveryMode) -> EngineConfig {
         // Proposals are small; compressing every batch costs more latency than it saves.
         batch_compression_threshold: ReadableSize::kb(64),
         target_file_size: ReadableSize::mb(64),
-        purge_threshold: ReadableSize::gb(1),
+        // raft-engine purges compacted files only once the log passes this size; at 1 GiB a
+        // busy member kept (and replayed at every start) a gigabyte of log it no longer needed.
+        // etcd keeps five 64 MiB WAL files (`--max-wals`).
+        purge_threshold: ReadableSize::mb(256),
         // No reuse of purged files: a reused file keeps its old records after the new header,
         // and if a crash cut the header's rewrite, the torn-tail check (`is_torn_tail`) would
         // take those stale records for intact data after the damage. Fresh files hold only
@@ -311,6 +317,7 @@ impl WalStorage {
             cached: Arc::new(RwLock::new(cached)),
             meta_lock: Arc::new(Mutex::new(())),
             snapshotter: Arc::new(OnceLock::new()),
+            tail: Arc::new(Mutex::new(EntryCache::default())),
         })
     }
 
@@ -342,6 +349,7 @@ impl WalStorage {
         batch.put_message(GROUP, KEY_CONF_STATE.to_vec(), meta.get_conf_state())?;
         batch.put_message(GROUP, KEY_HARD_STATE.to_vec(), &hs)?;
         self.engine.write(&mut batch, true)?;
+        self.tail.lock().clear();
         {
             let mut c = self.cached.write();
             c.snapshot_meta = meta.clone();
@@ -437,6 +445,7 @@ impl WalStorage {
         batch.put_message(GROUP, KEY_HARD_STATE.to_vec(), &hs)?;
         batch.put_message(GROUP, KEY_CONF_STATE.to_vec(), &conf_state)?;
         self.engine.write(&mut batch, true)?;
+        self.tail.lock().clear();
         let mut c = self.cached.write();
         c.hard_state = hs;
         c.conf_state = conf_state;
@@ -472,6 +481,7 @@ impl WalStorage {
         if !batch.is_empty() {
             let start = std::time::Instant::now();
             self.engine.write(&mut batch, sync)?;
+            self.tail.lock().append(entries);
             if sync {
                 let took = start.elapsed();
                 crate::metrics::WAL_FSYNC.observe(took.as_secs_f64());
@@ -501,6 +511,8 @@ impl WalStorage {
     }
 
     pub fn set_conf_state(&self, cs: ConfState) -> anyhow::Result<()> {
+        // Compaction writes the configuration too; neither may overwrite the other's newer one.
+        let _g = self.meta_lock.lock();
         let mut batch = LogBatch::default();
         batch.put_message(GROUP, KEY_CONF_STATE.to_vec(), &cs)?;
         self.engine.write(&mut batch, true)?;
@@ -535,8 +547,14 @@ impl WalStorage {
         meta.set_conf_state(self.conf_state());
         let mut batch = LogBatch::default();
         batch.put_message(GROUP, KEY_SNAPSHOT_META.to_vec(), &meta)?;
+        // raft-engine keeps a log file while any key it holds is current. The configuration is
+        // written rarely; written again here, it no longer pins the oldest file, so compaction
+        // lets the files behind it be purged instead of keeping up to `purge_threshold` of log
+        // (which every start then had to replay).
+        batch.put_message(GROUP, KEY_CONF_STATE.to_vec(), meta.get_conf_state())?;
         batch.add_command(GROUP, raft_engine::Command::Compact { index: index + 1 });
         self.engine.write(&mut batch, true)?;
+        self.tail.lock().compact(index);
         self.cached.write().snapshot_meta = meta;
         self.engine.purge_expired_files()?;
         Ok(index)
@@ -569,8 +587,12 @@ impl raft::Storage for WalStorage {
         if high > last + 1 {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
+        let max_size = max_size.into();
+        if let Some(hit) = self.tail.lock().slice(low, high, max_size) {
+            return Ok(hit);
+        }
         let mut out = Vec::with_capacity((high - low) as usize);
-        let max = max_size.into().map(|m| m as usize);
+        let max = max_size.map(|m| m as usize);
         self.engine
             .fetch_entries_to::<EntryExt>(GROUP, low, high, max, &mut out)
             .map_err(engine_err)?;
@@ -586,6 +608,9 @@ impl raft::Storage for WalStorage {
             if idx < c.snapshot_meta.index {
                 return Err(raft::Error::Store(StorageError::Compacted));
             }
+        }
+        if let Some(term) = self.tail.lock().term(idx) {
+            return Ok(term);
         }
         match self
             .engine
