@@ -212,7 +212,7 @@ pub fn open_backend(
 /// again while unwinding, which aborts the process (found by fuzzing). A handle on a file that
 /// failed the check, or whose check panicked, is leaked instead of closed.
 pub fn open_checked(path: &std::path::Path) -> Result<(), redb::DatabaseError> {
-    let mut db = redb::Database::open(path)?;
+    let mut db = crate::mvcc::open_db(path)?;
     let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.check_integrity()));
     match verdict {
         Ok(Ok(_repaired_or_sound)) => {

@@ -431,7 +431,7 @@ impl MvccStore {
 
     fn defrag_once(&self, tmp: &Path) -> std::result::Result<(usize, Duration), Stop> {
         let live = self.db();
-        let mut dst = Database::create(tmp).map_err(EtcdError::from)?;
+        let mut dst = super::store::create_db(tmp).map_err(EtcdError::from)?;
         crate::failpoints::crash_point!("defrag-before-copy");
         let mut mark = {
             let src = self.snapshot_of(&live)?;
@@ -518,9 +518,9 @@ pub fn defrag_file(path: &Path) -> Result<(u64, u64)> {
     remove_stale(path)?;
     let tmp = temp_path(path);
     let r = (|| -> Result<()> {
-        let src_db = Database::open(path)?;
+        let src_db = super::store::open_db(path)?;
         let src = src_db.begin_read()?;
-        let mut dst = Database::create(&tmp)?;
+        let mut dst = super::store::create_db(&tmp)?;
         copy_all(&src, &dst)?;
         // An empty durable commit makes the whole copy durable.
         commit(dst.begin_write()?, true)?;

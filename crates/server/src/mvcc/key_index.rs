@@ -75,12 +75,19 @@ impl KeyIndex {
 
     pub fn put(&mut self, rev: Revision) {
         debug_assert!(self.modified().is_none_or(|m| rev > m));
+        // Most keys hold one generation of one revision. A first push would reserve room for
+        // four (Vec's smallest growth), which for 1M keys written once was 170 MB more than the
+        // same index rebuilt at start-up; later pushes grow as usual.
         if self.gens.is_empty() {
+            self.gens.reserve_exact(1);
             self.gens.push(Generation::default());
         }
         let g = self.gens.last_mut().expect("one generation");
         if g.revs.is_empty() {
             g.created = rev.main;
+        }
+        if g.revs.capacity() == 0 {
+            g.revs.reserve_exact(1);
         }
         g.revs.push(rev);
         g.ver += 1;
@@ -415,6 +422,50 @@ mod tests {
 
     fn r(main: i64) -> Revision {
         Revision::new(main, 0)
+    }
+
+    /// The start-up rebuild gives the index the writes built, for a mixed history of puts and
+    /// deletes over a few keys, in key order; and a key written once holds no spare capacity.
+    #[test]
+    fn rebuild_matches_incremental_index() {
+        let mut live = KeyIndexTree::default();
+        let mut rows = Vec::new();
+        let mut seed = 7u64;
+        for main in 2..400 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let key = format!("k{}", (seed >> 33) % 13).into_bytes();
+            let rev = r(main);
+            if (seed >> 20).is_multiple_of(4) {
+                if live.tombstone(&key, rev) {
+                    rows.push((key, 0, rev, 0, true));
+                }
+            } else {
+                let (created, ver) = live.put(&key, rev);
+                rows.push((key, created, rev, ver, false));
+            }
+        }
+        let mut built = KeyIndexTree::default();
+        for (key, created, rev, ver, tomb) in &rows {
+            built.restore(key, *created, *rev, *ver, *tomb);
+        }
+        let mut a = Vec::new();
+        live.visit(KeyRange::Span(b"", None), |k, ki| {
+            a.push((k.to_vec(), ki.clone()));
+            true
+        });
+        let mut c = Vec::new();
+        built.visit(KeyRange::Span(b"", None), |k, ki| {
+            c.push((k.to_vec(), ki.clone()));
+            true
+        });
+        assert_eq!(a, c);
+
+        let mut once = KeyIndexTree::default();
+        once.put(b"k", r(2));
+        let ki = once.key_index(b"k").unwrap();
+        assert_eq!((ki.gens.capacity(), ki.gens[0].revs.capacity()), (1, 1));
     }
 
     /// etcd's canonical test history: put 2, 4, del 6 | put 8, 10, del 12 | put 14, 14.1, del 16 | live.

@@ -22,7 +22,7 @@ mod txn;
 pub mod watch_hub;
 
 pub use defrag::{defrag_file, DefragReport};
-pub use store::{FileStats, MvccStore, WriteBatch};
+pub use store::{create_db, open_db, FileStats, MvccStore, WriteBatch};
 pub use txn::is_read_only as is_txn_read_only;
 pub use watch_hub::WatchHub;
 

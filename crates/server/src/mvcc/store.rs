@@ -95,6 +95,24 @@ fn rev_meta(v: Option<&[u8]>) -> i64 {
     v.and_then(Revision::from_bytes).map_or(-1, |r| r.main)
 }
 
+/// redb's page cache per open database. redb's default (1 GiB) kept the whole file of a
+/// 1M-key member in the heap after the start-up scan (540 MB resident for a 539 MB file). Hot
+/// pages (the tree's upper levels, recent keys) stay in this cache; the kernel's page cache
+/// serves the rest without counting against the member's memory.
+pub const CACHE_BYTES: usize = 64 << 20;
+
+/// Creates (or opens) a backend file with oxcd's cache size.
+pub fn create_db(path: &Path) -> std::result::Result<Database, redb::DatabaseError> {
+    redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+}
+
+/// Opens an existing backend file with oxcd's cache size.
+pub fn open_db(path: &Path) -> std::result::Result<Database, redb::DatabaseError> {
+    redb::Builder::new().set_cache_size(CACHE_BYTES).open(path)
+}
+
 impl MvccStore {
     pub fn open(path: &Path) -> Result<MvccStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -103,7 +121,7 @@ impl MvccStore {
         }
         // A defragmentation cut short by a crash left its unfinished copy.
         super::defrag::remove_stale(path)?;
-        let db = Database::create(path)?;
+        let db = create_db(path)?;
         let txn = db.begin_write()?;
         for t in [KEY_TABLE, META_TABLE, LEASE_TABLE] {
             txn.open_table(t)?;
@@ -436,7 +454,7 @@ impl MvccStore {
             ));
         }
         let names: Vec<String> = src.list_tables()?.map(|t| t.name().to_string()).collect();
-        let dst = Database::create(path)?;
+        let dst = create_db(path)?;
         let mut txn = dst.begin_write()?;
         for name in &names {
             let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(name);
@@ -487,7 +505,7 @@ impl MvccStore {
         key: &str,
         f: impl FnOnce(Option<&[u8]>) -> Result<Vec<u8>>,
     ) -> Result<(u64, u64)> {
-        let db = Database::open(path)?;
+        let db = open_db(path)?;
         let txn = db.begin_write()?;
         let consistent = {
             let mut meta = txn.open_table(META_TABLE)?;
@@ -508,7 +526,7 @@ impl MvccStore {
     /// key index, revisions and consistent index from it. Readers see the old state or the new,
     /// never a mix; transactions already begun finish on the old database.
     pub fn restore_from(&self, path: &Path) -> Result<()> {
-        let db = Database::open(path)?;
+        let db = open_db(path)?;
         let txn = db.begin_write()?;
         for t in [KEY_TABLE, META_TABLE, LEASE_TABLE] {
             txn.open_table(t)?;
@@ -655,7 +673,7 @@ impl MvccStore {
     /// call it on a copy when the original must stay untouched.
     pub fn file_stats(path: &Path) -> Result<FileStats> {
         crate::corrupt::open_checked(path)?;
-        let db = Database::open(path)?;
+        let db = open_db(path)?;
         let txn = db.begin_read()?;
         if txn.list_multimap_tables()?.next().is_some() {
             return Err(EtcdError::Internal(
@@ -703,7 +721,7 @@ impl MvccStore {
         (index, term): (u64, u64),
     ) -> Result<Option<i64>> {
         crate::corrupt::open_checked(path)?;
-        let db = Database::open(path)?;
+        let db = open_db(path)?;
         let txn = db.begin_write()?;
         for t in [KEY_TABLE, LEASE_TABLE] {
             txn.open_table(t)?;
