@@ -189,8 +189,12 @@ pub fn open_backend(
                 Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(what))) => {
                     return Err(damaged(path, &what))
                 }
+                // A page that points past the end of the file reads short: damage too.
                 Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
-                    if e.kind() == std::io::ErrorKind::InvalidData =>
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                    ) =>
                 {
                     return Err(damaged(path, &e.to_string()))
                 }
