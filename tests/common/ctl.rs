@@ -1,7 +1,7 @@
 //! Running etcdctl or oxctl with a timeout.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -145,10 +145,23 @@ impl Background {
         }
     }
 
+    /// Reads everything written so far with positional reads. The child writes through a
+    /// duplicate of this descriptor, which shares its file offset: seeking here to read from the
+    /// start made the child's next write land at offset 0, over the beginning of its output
+    /// (seen once in CI as a watch whose first header lines were overwritten).
     fn read(file: &mut File) -> String {
+        use std::os::unix::fs::FileExt;
         let mut bytes = Vec::new();
-        file.seek(SeekFrom::Start(0)).expect("seek");
-        file.read_to_end(&mut bytes).expect("read output");
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let n = file
+                .read_at(&mut chunk, bytes.len() as u64)
+                .expect("read output");
+            if n == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&chunk[..n]);
+        }
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
