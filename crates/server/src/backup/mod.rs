@@ -12,6 +12,7 @@
 //! - [`log`]: etcdctl's progress lines (zap-style JSON on stderr);
 //! - [`stream`]: the Maintenance `Snapshot` stream (chunks, then the hash).
 
+pub mod bbolt;
 pub mod file;
 pub mod log;
 pub mod restore;
