@@ -63,6 +63,28 @@ impl KeyIndex {
         }
     }
 
+    /// The index of a key from its oldest surviving row, while rebuilding from disk (rows in
+    /// revision order; the older ones may have been compacted away).
+    pub fn restore_first(created: i64, rev: Revision, ver: i64, tombstone: bool) -> KeyIndex {
+        let mut ki = KeyIndex::restore(created, rev, ver);
+        // A tombstone with no earlier row: the one a compaction at its revision keeps for
+        // watches from that revision. Indexed as a deleted key, so the next compaction deletes
+        // the row.
+        if tombstone {
+            ki.gens.push(Generation::default());
+        }
+        ki
+    }
+
+    /// Replays the key's next row, while rebuilding from disk.
+    pub fn restore_next(&mut self, rev: Revision, tombstone: bool) {
+        if tombstone {
+            self.tombstone(rev);
+        } else {
+            self.put(rev);
+        }
+    }
+
     /// True when nothing is left (no revisions in any generation).
     pub fn is_empty(&self) -> bool {
         self.gens.len() <= 1 && self.gens.first().is_none_or(|g| g.revs.is_empty())
@@ -270,22 +292,20 @@ impl KeyIndexTree {
     /// Used by the rebuild at open, which sees rows in revision order.
     pub fn restore(&mut self, key: &[u8], created: i64, rev: Revision, ver: i64, tombstone: bool) {
         match self.map.get_mut(key) {
-            Some(ki) if tombstone => {
-                ki.tombstone(rev);
-            }
-            Some(ki) => ki.put(rev),
-            // A tombstone with no earlier row: the one a compaction at its revision keeps for
-            // watches from that revision. Indexed as a deleted key, so the next compaction
-            // deletes the row.
-            None if tombstone => {
-                let mut ki = KeyIndex::restore(created, rev, ver);
-                ki.gens.push(Generation::default());
+            Some(ki) => ki.restore_next(rev, tombstone),
+            None => {
+                let ki = KeyIndex::restore_first(created, rev, ver, tombstone);
                 self.map.insert(key.into(), ki);
             }
-            None => {
-                self.map
-                    .insert(key.into(), KeyIndex::restore(created, rev, ver));
-            }
+        }
+    }
+
+    /// The tree of keys already sorted and unique (the bulk rebuild at start-up).
+    pub fn from_sorted(keys: Vec<(Box<[u8]>, KeyIndex)>) -> KeyIndexTree {
+        debug_assert!(keys.windows(2).all(|w| w[0].0 < w[1].0));
+        // Sorted input is built bottom-up in one pass, without a search per key.
+        KeyIndexTree {
+            map: keys.into_iter().collect(),
         }
     }
 

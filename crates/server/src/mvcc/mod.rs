@@ -16,6 +16,7 @@ pub mod defrag;
 mod hash;
 pub mod key_index;
 mod range;
+mod rebuild;
 pub mod revision;
 mod store;
 mod txn;

@@ -61,7 +61,13 @@ pub struct MvccStore {
     /// The backend file's size as of the last commit: the quota asks for it on every write, so
     /// it is measured once per commit, not per request.
     pub(super) file_size: AtomicU64,
+    /// `keys_with_lease` as read by the last full load, with the revision it holds at: the
+    /// lessor asks right after a load, which then needs no second pass over the table.
+    leased_at_load: Mutex<Option<(i64, LeasedKeys)>>,
 }
+
+/// Live keys with the lease each is attached to, sorted by key.
+pub type LeasedKeys = Vec<(Vec<u8>, i64)>;
 
 /// Everything rebuilt from disk at open (and after a failed batch).
 struct Loaded {
@@ -74,6 +80,8 @@ struct Loaded {
     pending: Option<CompactJob>,
     consistent_index: u64,
     term: u64,
+    /// Live keys attached to a lease, read in the same pass (see `keys_with_lease`).
+    leased: LeasedKeys,
 }
 
 /// Bytes of rows copied per write transaction by `snapshot_to`.
@@ -139,6 +147,7 @@ impl MvccStore {
             writer: Mutex::new(()),
             compactions: Arc::new(Compactions::new(l.finished_compact)),
             file_size: AtomicU64::new(0),
+            leased_at_load: Mutex::new(Some((l.current_rev, l.leased))),
         };
         store.refresh_file_size();
         // A compaction scheduled but not finished (a crash, or a snapshot, mid-way) goes on once
@@ -159,19 +168,14 @@ impl MvccStore {
         let consistent_index = u64_meta(get(META_CONSISTENT_INDEX)?.as_deref());
         let term = u64_meta(get(META_TERM)?.as_deref());
 
-        let mut index = KeyIndexTree::default();
-        let mut current_rev = 1;
-        let keys = txn.open_table(KEY_TABLE)?;
-        for row in keys.iter()? {
-            let (k, v) = row?;
-            let k = k.value();
-            let rev = Revision::from_bytes(k).ok_or_else(|| {
-                EtcdError::Internal("mvcc: key table row with a malformed revision".into())
-            })?;
-            let kv = parse_kv(v.value())?;
-            index.restore(kv.key, kv.create_revision, rev, kv.version, is_tombstone(k));
-            current_rev = current_rev.max(rev.main);
-        }
+        drop(meta);
+        drop(txn);
+        let super::rebuild::Rebuilt {
+            mut index,
+            last_rev,
+            leased,
+        } = super::rebuild::rebuild(db)?;
+        let mut current_rev = last_rev.max(1);
         // Compaction may have removed every row up to it: the revision is then at least that.
         current_rev = current_rev.max(compact_rev);
         // etcd's restore: a compaction scheduled but not finished is redone (index now, rows by
@@ -191,6 +195,7 @@ impl MvccStore {
             pending,
             consistent_index,
             term,
+            leased,
         })
     }
 
@@ -206,6 +211,7 @@ impl MvccStore {
             .store(l.consistent_index, Ordering::Release);
         self.consistent_term.store(l.term, Ordering::Release);
         self.compactions.reset(l.finished_compact, l.pending);
+        *self.leased_at_load.lock() = Some((l.current_rev, l.leased));
         Ok(())
     }
 
@@ -383,9 +389,15 @@ impl MvccStore {
     }
 
     /// Live keys (at the current revision) attached to a lease, for rebuilding the lessor.
-    pub fn keys_with_lease(&self) -> Result<Vec<(Vec<u8>, i64)>> {
+    pub fn keys_with_lease(&self) -> Result<LeasedKeys> {
         let idx = self.index.read();
         let at = self.current_revision();
+        // Every write moves the revision: at the loaded one, the load's list is current.
+        if let Some((rev, leased)) = self.leased_at_load.lock().take() {
+            if rev == at {
+                return Ok(leased);
+            }
+        }
         let mut revs = Vec::with_capacity(idx.len());
         idx.visit(KeyRange::new(b"\0", b"\0"), |_, ki| {
             if let Some(h) = ki.get(at) {
@@ -557,6 +569,7 @@ impl MvccStore {
             self.consistent_term.store(l.term, Ordering::Release);
             // Jobs of the old database are moot; the snapshot's own unfinished one goes on.
             self.compactions.reset(l.finished_compact, l.pending);
+            *self.leased_at_load.lock() = Some((l.current_rev, l.leased));
             self.refresh_file_size();
             old
         };
