@@ -684,11 +684,21 @@ pub enum SnapshotCmd {
     #[command(override_usage = "oxctl snapshot restore <filename> [options]")]
     Restore(SnapshotRestoreArgs),
     /// Stores an etcd node backend snapshot to a given file
-    #[command(override_usage = "oxctl snapshot save <filename>")]
-    Save(Rest),
+    #[command(override_usage = "oxctl snapshot save <filename> [--format oxcd|etcd]")]
+    Save(SnapshotSaveArgs),
     /// Gets backend snapshot status of a given file
     #[command(override_usage = "oxctl snapshot status <filename>")]
     Status(Rest),
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotSaveArgs {
+    /// File format: oxcd (the server's own backend, the default) or etcd (an etcd 3.4 bbolt
+    /// snapshot, which `etcdctl snapshot restore` accepts; works against oxcd servers)
+    #[arg(long, default_value = "oxcd")]
+    pub format: String,
+    #[arg(hide = true)]
+    pub args: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -5,6 +5,9 @@
 //!   --initial-advertise-peer-urls --data-dir [--wal-dir] [--skip-hash-check]`: the data dir of
 //!   a member of a new cluster holding the snapshot's data.
 //!
+//! - `snapshot convert --format etcd|oxcd IN OUT [--skip-hash-check]`: the snapshot IN in the
+//!   other format: etcd 3.4's (a bbolt file, for `etcdctl snapshot restore`) or oxcd's.
+//!
 //! - `defrag --data-dir DIR`: rewrites the stopped member's backend into a packed file.
 //!
 //! - `pki ca|issue|show|crl`: a certificate authority for the cluster's TLS (see `pki.rs`).
@@ -63,6 +66,30 @@ enum SnapshotCmd {
             The items in the lists are hash, revision, total keys, total size."
     )]
     Status(FileArgs),
+    /// Converts a snapshot file between oxcd's format and etcd 3.4's (bbolt)
+    #[command(
+        override_usage = "oxutl snapshot convert --format <etcd|oxcd> <input> <output> [--skip-hash-check]",
+        long_about = "Converts a snapshot file between oxcd's format and etcd 3.4's (bbolt)\n\n\
+            The input's format is recognised from its bytes; --format names the output's. An etcd\n\
+            snapshot written here (a bbolt database followed by its SHA-256) is accepted by\n\
+            `etcdctl snapshot status` and `etcdctl snapshot restore`; an oxcd one by `oxutl snapshot\n\
+            restore`. Both `snapshot status` and `snapshot restore` of oxutl also accept etcd\n\
+            snapshots directly."
+    )]
+    Convert(ConvertArgs),
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// Output format: etcd (etcd 3.4's bbolt snapshot) or oxcd
+    #[arg(long)]
+    format: String,
+    /// Ignore the input's integrity hash (required if copied from a data directory)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    skip_hash_check: bool,
+    #[arg(hide = true)]
+    args: Vec<String>,
 }
 
 #[derive(Args)]
@@ -164,6 +191,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             let st = backup::status(std::path::Path::new(&file))?;
             print!("{}", backup::render_status(&st, &cli.write_out)?);
+            Ok(())
+        }
+        Cmd::Snapshot {
+            cmd: SnapshotCmd::Convert(a),
+        } => {
+            let [input, output] = &a.args[..] else {
+                return Err(Failure {
+                    code: EXIT_BAD_ARGS,
+                    msg: "snapshot convert requires an input and an output file".into(),
+                });
+            };
+            let to: backup::convert::Format = a.format.parse()?;
+            backup::convert::convert(input.as_ref(), output.as_ref(), to, a.skip_hash_check)?;
+            println!("Snapshot converted to {} at {output}", a.format);
             Ok(())
         }
         Cmd::Snapshot {

@@ -5,20 +5,25 @@
 //! lines on stderr and shows how much has arrived: a live line on a terminal, otherwise a log
 //! line at most once a second.
 //!
-//! `status` and `restore` work on files only; they share oxcd's `backup` module with oxutl.
+//! With `--format etcd`, the snapshot (which must come from an oxcd server) is then converted
+//! into etcd 3.4's format, a bbolt file with its SHA-256, for `etcdctl snapshot restore`.
+//!
+//! `status` and `restore` work on files only, of either format; they share oxcd's `backup`
+//! module with oxutl.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use oxcd_api::etcdserverpb::maintenance_client::MaintenanceClient;
 use oxcd_api::etcdserverpb::SnapshotRequest;
+use oxcd_server::backup::convert::{convert, Format as FileFormat};
 use oxcd_server::backup::file::{go_bytes, Hasher, HASH_LEN};
 use oxcd_server::backup::log::Sink;
 use oxcd_server::backup::{self, humanize_bytes, RestoreOptions};
 use serde_json::json;
 use tokio_stream::StreamExt;
 
-use crate::cli::{GlobalArgs, Rest, SnapshotCmd, SnapshotRestoreArgs};
+use crate::cli::{GlobalArgs, Rest, SnapshotCmd, SnapshotRestoreArgs, SnapshotSaveArgs};
 use crate::client::with_token;
 use crate::error::{CtlError, Result, DEADLINE_EXCEEDED, EXIT_BAD_ARGS, EXIT_INTERRUPTED};
 use crate::print::{outln, Format};
@@ -81,13 +86,17 @@ fn restore_cmd(a: &SnapshotRestoreArgs) -> Result<()> {
     Ok(())
 }
 
-async fn save_cmd(g: &GlobalArgs, a: &Rest, timeout_set: bool) -> Result<()> {
+async fn save_cmd(g: &GlobalArgs, a: &SnapshotSaveArgs, timeout_set: bool) -> Result<()> {
     if a.args.len() != 1 {
         return Err(CtlError::new(
             EXIT_BAD_ARGS,
             "snapshot save expects one argument",
         ));
     }
+    let format: FileFormat = a
+        .format
+        .parse()
+        .map_err(|e: backup::Error| CtlError::new(EXIT_BAD_ARGS, e.msg))?;
     let path = a.args[0].clone();
     let (c, _) = super::client(g).await?;
     if g.endpoints.len() != 1 {
@@ -99,9 +108,14 @@ async fn save_cmd(g: &GlobalArgs, a: &Rest, timeout_set: bool) -> Result<()> {
             ),
         ));
     }
+    // An etcd-format file is converted from the server's own snapshot, fetched beside it.
+    let fetched = match format {
+        FileFormat::Oxcd => path.clone(),
+        FileFormat::Etcd => format!("{path}.oxcd"),
+    };
     // Without an explicit --command-timeout a snapshot may take as long as
     // it needs (etcdctl does the same).
-    let work = save(&c, &path, &g.endpoints[0]);
+    let work = save(&c, &fetched, &g.endpoints[0]);
     let res = if timeout_set {
         match tokio::time::timeout(g.command_timeout, work).await {
             Ok(r) => r,
@@ -111,7 +125,38 @@ async fn save_cmd(g: &GlobalArgs, a: &Rest, timeout_set: bool) -> Result<()> {
         work.await
     };
     res.map_err(|e| CtlError::new(EXIT_INTERRUPTED, e))?;
+    if format == FileFormat::Etcd {
+        let made = to_etcd(&fetched, &path);
+        let _ = std::fs::remove_file(&fetched);
+        made?;
+    }
     outln(&format!("Snapshot saved at {path}"));
+    Ok(())
+}
+
+/// Converts the oxcd snapshot at `fetched` into an etcd one at `path` (replacing it, as a save
+/// replaces its file).
+fn to_etcd(fetched: &str, path: &str) -> Result<()> {
+    if FileFormat::of_file(std::path::Path::new(fetched)) == FileFormat::Etcd {
+        // The server is an etcd: its snapshot already is one.
+        return std::fs::rename(fetched, path)
+            .map_err(|e| CtlError::new(EXIT_INTERRUPTED, go_io_err("rename", fetched, &e)));
+    }
+    let part = format!("{path}.part");
+    let _ = std::fs::remove_file(&part);
+    let size = convert(
+        std::path::Path::new(fetched),
+        std::path::Path::new(&part),
+        FileFormat::Etcd,
+        false,
+    )
+    .map_err(|e| CtlError::new(EXIT_INTERRUPTED, e.msg))?;
+    std::fs::rename(&part, path)
+        .map_err(|e| CtlError::new(EXIT_INTERRUPTED, go_io_err("rename", &part, &e)))?;
+    log(
+        "converted snapshot to etcd format",
+        &[("path", json!(path)), ("size", json!(humanize_bytes(size)))],
+    );
     Ok(())
 }
 

@@ -13,6 +13,8 @@
 //! - [`stream`]: the Maintenance `Snapshot` stream (chunks, then the hash).
 
 pub mod bbolt;
+pub mod convert;
+pub mod etcd;
 pub mod file;
 pub mod log;
 pub mod restore;

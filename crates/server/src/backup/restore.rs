@@ -131,6 +131,18 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| go_path_err("sync", dir, &e))
 }
 
+/// Replaces the etcd (bbolt) database at `db` with the oxcd backend holding the same data.
+fn import_etcd(db: &Path) -> Result<()> {
+    let data = std::fs::read(db).map_err(|e| go_path_err("read", db, &e))?;
+    let converted = db.with_extension("import");
+    let _ = std::fs::remove_file(&converted);
+    if let Err(e) = super::etcd::import::import(&data, &converted) {
+        let _ = std::fs::remove_file(&converted);
+        return Err(e);
+    }
+    std::fs::rename(&converted, db).map_err(|e| go_path_err("rename", &converted, &e))
+}
+
 /// Restores the snapshot into a new data dir (see the module comment). Logs etcdctl's lines
 /// ("restoring snapshot", "added member" for each member, "restored snapshot") to `o.log`.
 pub fn restore(o: &RestoreOptions) -> Result<Restored> {
@@ -201,6 +213,9 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored> {
         );
     })?;
     found.check(o.skip_hash_check)?;
+    if super::etcd::is_bbolt_file(&db) {
+        import_etcd(&db)?;
+    }
     if started.elapsed().as_secs() >= 1 {
         o.log.info(
             &backup_caller!(),

@@ -26,10 +26,10 @@ pub struct SnapshotStatus {
 }
 
 /// A directory of our own under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
+pub(super) struct TempDir(pub(super) PathBuf);
 
 impl TempDir {
-    fn new(what: &str) -> Result<TempDir> {
+    pub(super) fn new(what: &str) -> Result<TempDir> {
         use std::sync::atomic::{AtomicU64, Ordering};
         static N: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
@@ -51,12 +51,17 @@ impl Drop for TempDir {
     }
 }
 
-/// Reads the status of the snapshot file at `path`. Errors as etcdctl's: "stat x: no such file
-/// or directory", "invalid database".
+/// Reads the status of the snapshot file at `path`: an oxcd snapshot, or an etcd one (a bbolt
+/// file, see [`super::etcd::status`]). Errors as etcdctl's: "stat x: no such file or
+/// directory", "invalid database".
 pub fn status(path: &Path) -> Result<SnapshotStatus> {
     let meta = std::fs::metadata(path).map_err(|e| go_path_err("stat", path, &e))?;
     if meta.len() < HASH_LEN as u64 || !meta.is_file() {
         return Err(Error::new("invalid database"));
+    }
+    if super::etcd::is_bbolt_file(path) {
+        let data = std::fs::read(path).map_err(|e| go_path_err("read", path, &e))?;
+        return super::etcd::status(&data);
     }
     let tmp = TempDir::new("snapshot-status")?;
     let db = tmp.0.join("db");

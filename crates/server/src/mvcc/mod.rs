@@ -17,12 +17,15 @@ mod hash;
 pub mod key_index;
 mod range;
 mod rebuild;
+pub mod raw;
 pub mod revision;
 mod store;
 mod txn;
 pub mod watch_hub;
 
+pub use codec::LeaseRecord;
 pub use defrag::{defrag_file, DefragReport};
+pub use hash::Crc32c;
 pub use store::{create_db, open_db, FileStats, MvccStore, WriteBatch};
 pub use txn::is_read_only as is_txn_read_only;
 pub use watch_hub::WatchHub;

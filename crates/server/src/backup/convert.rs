@@ -1,0 +1,173 @@
+//! `snapshot convert`: an oxcd snapshot file to etcd 3.4's format (a bbolt database and its
+//! SHA-256, which etcd restores), or an etcd snapshot to oxcd's (a redb database and its
+//! SHA-256). The input's format is recognised from its bytes; its hash is checked as a restore
+//! checks it.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::file::{copy_out, sha256, SnapshotFile, HASH_LEN};
+use super::status::TempDir;
+use super::{etcd, go_path_err, Error, Result};
+
+/// A snapshot file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// etcd 3.4: bbolt.
+    Etcd,
+    /// oxcd: redb.
+    Oxcd,
+}
+
+impl std::str::FromStr for Format {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Format> {
+        match s {
+            "etcd" => Ok(Format::Etcd),
+            "oxcd" => Ok(Format::Oxcd),
+            _ => Err(Error::new(format!(
+                "unknown snapshot format {s:?} (want etcd or oxcd)"
+            ))),
+        }
+    }
+}
+
+impl Format {
+    /// The format of the snapshot file at `path`.
+    pub fn of_file(path: &Path) -> Format {
+        if etcd::is_bbolt_file(path) {
+            Format::Etcd
+        } else {
+            Format::Oxcd
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Format::Etcd => "etcd",
+            Format::Oxcd => "oxcd",
+        }
+    }
+}
+
+/// The hash check of a snapshot held in memory; returns the database's bytes.
+fn split_hash(data: &[u8], skip_hash_check: bool) -> Result<&[u8]> {
+    let (stored, computed) = match data.len().checked_sub(HASH_LEN) {
+        Some(body) => {
+            let mut stored = [0u8; HASH_LEN];
+            stored.copy_from_slice(&data[body..]);
+            (Some(stored), Some(sha256(&data[..body])))
+        }
+        None => (None, None),
+    };
+    let mut f = SnapshotFile {
+        size: data.len() as u64,
+        db_len: data.len() as u64,
+        stored,
+        computed,
+    };
+    if f.has_hash() {
+        f.db_len -= HASH_LEN as u64;
+    }
+    f.check(skip_hash_check)?;
+    Ok(&data[..f.db_len as usize])
+}
+
+/// Converts the snapshot `input` into a new file `output` in format `to`. Returns the size of
+/// the new file.
+pub fn convert(input: &Path, output: &Path, to: Format, skip_hash_check: bool) -> Result<u64> {
+    let from = Format::of_file(input);
+    if from == to {
+        return Err(Error::new(format!(
+            "{} is already a snapshot in {} format",
+            input.display(),
+            to.name()
+        )));
+    }
+    if std::fs::symlink_metadata(output).is_ok() {
+        return Err(Error::new(format!("{} exists", output.display())));
+    }
+    let tmp = TempDir::new("snapshot-convert")?;
+    let db = tmp.0.join("db");
+    let made = match to {
+        Format::Etcd => {
+            copy_out(input, &db, &mut |_, _| {})?.check(skip_hash_check)?;
+            etcd::export::export(&db, output)
+        }
+        Format::Oxcd => {
+            let data = std::fs::read(input).map_err(|e| go_path_err("open", input, &e))?;
+            etcd::import::import(split_hash(&data, skip_hash_check)?, &db)?;
+            with_hash(&db, output)
+        }
+    };
+    if made.is_err() {
+        let _ = std::fs::remove_file(output);
+    }
+    made
+}
+
+/// Writes `db`'s bytes followed by their SHA-256 to the new file `output`.
+fn with_hash(db: &Path, output: &Path) -> Result<u64> {
+    let data = std::fs::read(db).map_err(|e| go_path_err("open", db, &e))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(output)
+        .map_err(|e| go_path_err("open", output, &e))?;
+    f.write_all(&data)
+        .and_then(|_| f.write_all(&sha256(&data)))
+        .and_then(|_| f.sync_all())
+        .map_err(|e| go_path_err("write", output, &e))?;
+    Ok((data.len() + HASH_LEN) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::MvccStore;
+    use oxcd_api::etcdserverpb::PutRequest;
+
+    #[test]
+    fn converts_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MvccStore::open(&dir.path().join("m/db")).unwrap();
+        let mut b = store.write().unwrap();
+        b.put(
+            &PutRequest {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            },
+            &|_| true,
+        )
+        .unwrap();
+        b.commit(true).unwrap();
+        let raw = dir.path().join("raw");
+        store.snapshot_to(&raw).unwrap();
+        let want = crate::backup::status(&raw).unwrap();
+
+        let etcd = dir.path().join("etcd.db");
+        let e = convert(&raw, &etcd, Format::Etcd, false).unwrap_err();
+        assert_eq!(e.msg, "snapshot missing hash but --skip-hash-check=false");
+        convert(&raw, &etcd, Format::Etcd, true).unwrap();
+        assert_eq!(Format::of_file(&etcd), Format::Etcd);
+        assert_eq!(crate::backup::status(&etcd).unwrap().revision, 2);
+        let e = convert(&etcd, &dir.path().join("x"), Format::Etcd, false).unwrap_err();
+        assert!(
+            e.msg.ends_with("is already a snapshot in etcd format"),
+            "{}",
+            e.msg
+        );
+        let e = convert(&raw, &etcd, Format::Etcd, true).unwrap_err();
+        assert!(e.msg.ends_with("etcd.db exists"), "{}", e.msg);
+
+        let back = dir.path().join("back.db");
+        convert(&etcd, &back, Format::Oxcd, false).unwrap();
+        assert_eq!(Format::of_file(&back), Format::Oxcd);
+        // The export adds etcd's auth rows (auth off), which come back as oxcd's auth state.
+        let got = crate::backup::status(&back).unwrap();
+        assert_eq!(got.revision, want.revision);
+        assert_eq!(got.total_key, want.total_key + 1);
+        assert!("bolt".parse::<Format>().is_err());
+    }
+}
