@@ -548,6 +548,31 @@ pub mod seeds {
         db
     }
 
+    /// The seed backend as an etcd 3.4 snapshot (bbolt and its SHA-256): `snapshot status` and
+    /// `restore` read those too.
+    pub fn etcd_snapshot() -> Vec<u8> {
+        let Some(dir) = Scratch::new("seed-etcd-snapshot") else {
+            return Vec::new();
+        };
+        let (db, out) = (dir.0.join("db"), dir.0.join("etcd.db"));
+        // The export reads the membership; the seed backend's is a placeholder.
+        let info = crate::membership::ClusterInfo {
+            cluster_id: 1,
+            local_id: 2,
+            members: Vec::new(),
+            removed: Vec::new(),
+        };
+        let set_members = |_: Option<&[u8]>| Ok(info.encode());
+        if std::fs::write(&db, backend()).is_err()
+            || MvccStore::update_meta_in_file(&db, crate::membership::META_KEY, set_members)
+                .is_err()
+            || crate::backup::etcd::export::export(&db, &out).is_err()
+        {
+            return Vec::new();
+        }
+        std::fs::read(out).unwrap_or_default()
+    }
+
     /// A raft-engine log file with the bootstrap records, a few entries and a hard state.
     pub fn wal() -> Vec<u8> {
         let Some(dir) = Scratch::new("seed-wal") else {
@@ -716,7 +741,9 @@ mod tests {
     fn snapshot_file_survives_mutations() {
         let seed = seeds::snapshot();
         assert!(seed.len() > 32);
-        drive("snapshot_file", snapshot_file, &[seed], 2000, BUDGET);
+        let etcd = seeds::etcd_snapshot();
+        assert!(crate::backup::bbolt::looks_like_bbolt(&etcd));
+        drive("snapshot_file", snapshot_file, &[seed, etcd], 2000, BUDGET);
     }
 
     #[test]
@@ -808,7 +835,10 @@ mod tests {
             ("request_validation", seeds::request_validation()),
             ("flag_parsing", seeds::flag_parsing()),
             ("config_file", seeds::config_file()),
-            ("snapshot_file", vec![seeds::snapshot()]),
+            (
+                "snapshot_file",
+                vec![seeds::snapshot(), seeds::etcd_snapshot()],
+            ),
             ("backend_open", vec![seeds::backend()]),
             ("wal_open", vec![seeds::wal()]),
         ];

@@ -6,6 +6,12 @@
 //! by the 32-byte SHA-256 of those bytes, as etcd appends one to its bolt database. A member's
 //! `member/snap/db` copied by hand has no hash; it is accepted with `--skip-hash-check`.
 //!
+//! etcd 3.4's snapshots (a bbolt database and its SHA-256) are accepted by status and restore,
+//! and written by `snapshot save --format etcd` and `snapshot convert`:
+//!
+//! - [`bbolt`]: bbolt's page format, read and written by our own code;
+//! - [`etcd`]: etcd's bucket layout, its status, and conversion to and from oxcd's backend;
+//! - [`convert`]: `snapshot convert` between the two formats;
 //! - [`file`]: the file format (hash detection and check, copying the database out);
 //! - [`status`]: hash, revision, total keys and size of a snapshot, and its output formats;
 //! - [`restore`]: building `<data-dir>/member/{snap/db,wal}` for a member of a new cluster;

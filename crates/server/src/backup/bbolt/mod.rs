@@ -4,7 +4,7 @@
 //! - [`page`]: page and meta layouts, checksums, detection by the meta magic;
 //! - [`read`]: a reader over the file's bytes that rejects damage with an error naming the
 //!   page, never a panic;
-//! - [`write`]: a streaming writer producing a compact file bbolt (and etcd) opens.
+//! - [`mod@write`]: a streaming writer producing a compact file bbolt (and etcd) opens.
 
 pub mod page;
 pub mod read;

@@ -183,14 +183,23 @@ impl Meta {
     }
 }
 
-/// Whether `b` starts like a bbolt file: the meta magic and version on page 0, or on page 1
-/// at one of the page sizes bbolt uses (page 0 may be the damaged one).
+/// Whether `b` starts like a bbolt file: the meta magic and version on page 0, or, when page 0
+/// is damaged, a valid meta page 1 at one of the page sizes bbolt uses. A redb file (oxcd's
+/// backend) starts with redb's own magic and never counts, whatever its pages hold.
 pub fn looks_like_bbolt(b: &[u8]) -> bool {
-    let at = |off: usize| {
+    if b.starts_with(b"redb") {
+        return false;
+    }
+    let magic_at = |off: usize| {
         u32_at(b, off + PAGE_HEADER_LEN) == Some(MAGIC)
             && u32_at(b, off + PAGE_HEADER_LEN + 4) == Some(VERSION)
     };
-    at(0) || PAGE_SIZES.iter().any(|&p| at(p))
+    let meta1_at = |p: usize| {
+        b.get(p + PAGE_HEADER_LEN..)
+            .and_then(Meta::parse)
+            .is_some_and(|m| m.validate(1).is_ok() && m.page_size as usize == p)
+    };
+    magic_at(0) || PAGE_SIZES.iter().any(|&p| meta1_at(p))
 }
 
 #[cfg(test)]
@@ -220,6 +229,31 @@ mod tests {
         bad[45] ^= 1;
         let e = Meta::parse(&bad).unwrap().validate(1).unwrap_err();
         assert_eq!(e.to_string(), "bbolt: page 1: meta checksum mismatch");
+    }
+
+    #[test]
+    fn detection_needs_the_magic_or_a_valid_page_1() {
+        let mut file = vec![0u8; 8192];
+        assert!(!looks_like_bbolt(&file));
+        file[16..20].copy_from_slice(&MAGIC.to_le_bytes());
+        file[20..24].copy_from_slice(&VERSION.to_le_bytes());
+        assert!(looks_like_bbolt(&file));
+        // Page 0 gone: page 1 must be a whole valid meta naming its own page size.
+        file[16..24].fill(0);
+        let m = Meta {
+            magic: MAGIC,
+            version: VERSION,
+            page_size: 4096,
+            ..Meta::default()
+        };
+        file[4096 + 16..4096 + 16 + META_LEN].copy_from_slice(&m.to_bytes());
+        assert!(looks_like_bbolt(&file));
+        file[4096 + 60] ^= 1;
+        assert!(!looks_like_bbolt(&file));
+        let mut redb = b"redb".to_vec();
+        redb.extend_from_slice(&file[4..]);
+        redb[16..24].copy_from_slice(&file[4096 + 16..4096 + 24]);
+        assert!(!looks_like_bbolt(&redb));
     }
 
     #[test]
