@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use oxcd_process_tests::cluster::Cluster;
-use oxcd_process_tests::ctl::{Ctl, Output};
+use oxcd_process_tests::ctl::{ctl_stdin, Ctl, Output};
 use oxcd_process_tests::member::Kind;
 use oxcd_process_tests::normalize::{generic, granted_lease};
 use oxcd_process_tests::restore::{backend_path, copy_file, plain_lines, restore_cluster, Tool};
@@ -26,8 +26,9 @@ const ROOT: &str = "--user=root:rootpw";
 const FAST_BCRYPT: [&str; 2] = ["--bcrypt-cost", "4"];
 
 /// Writes, through member 0 with etcdctl: keys over revisions 2..=12 (overwrites, a delete, a
-/// key on a 600 s lease), a compaction at 6, then users root and u1 (role r1: readwrite on
-/// [foo, fop)) and auth on. Returns the lease.
+/// key on a 600 s lease), a compaction at 6, txns of 150 keys and a 100 kB value (so the key
+/// bucket spans several leaf pages under a branch page, and has overflow pages), then users
+/// root and u1 (role r1: readwrite on [foo, fop)) and auth on. Returns the lease.
 fn load(c: &Cluster) -> u64 {
     for i in 1..=8 {
         c.ctl_ok(0, &["put", &format!("k{}", i % 4), &format!("v{i}")]);
@@ -38,6 +39,23 @@ fn load(c: &Cluster) -> u64 {
     c.ctl_ok(0, &["put", "leased", "x", &format!("--lease={lease:x}")]);
     c.ctl_ok(0, &["put", "k2", "last"]);
     c.ctl_ok(0, &["compaction", "6"]);
+    // Two txns: etcd allows 128 operations in one.
+    for part in [0..75, 75..150] {
+        let puts: String = part
+            .map(|i| format!("put bulk/{i:03} value-{i}-{}\n", "x".repeat(i % 40)))
+            .collect();
+        let out = ctl_stdin(
+            Ctl::Etcdctl,
+            &c.endpoint(0),
+            &["txn"],
+            &format!("\n{puts}\n\n"),
+        );
+        assert!(
+            out.code == 0 && out.stdout.starts_with("SUCCESS"),
+            "txn: {out}"
+        );
+    }
+    c.ctl_ok(0, &["put", "huge", &"h".repeat(100_000)]);
     for cmd in [
         "user add root:rootpw",
         "role add root",
