@@ -51,13 +51,19 @@ pub enum Node {
 }
 
 impl Tree {
-    /// Reads `b` and every bucket inside it.
-    pub fn read(b: &Bucket<'_>) -> Result<Tree> {
+    /// Reads the whole file: the structural check first (so no page is reached twice, and
+    /// buckets pointing at each other cannot make the walk blow up), then every bucket.
+    pub fn read(db: &Db<'_>) -> Result<Tree> {
+        db.check()?;
+        Tree::read_bucket(&db.root())
+    }
+
+    fn read_bucket(b: &Bucket<'_>) -> Result<Tree> {
         let mut out = BTreeMap::new();
         b.for_each(&mut |k, item| {
             let node = match item {
                 Item::Value(v) => Node::Value(v.to_vec()),
-                Item::Bucket(nested) => Node::Bucket(Tree::read(&nested)?),
+                Item::Bucket(nested) => Node::Bucket(Tree::read_bucket(&nested)?),
             };
             out.insert(k.to_vec(), node);
             Ok(())

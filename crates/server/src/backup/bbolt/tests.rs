@@ -55,7 +55,7 @@ fn round_trips_every_shape() {
         assert_eq!(db.size(), file.len() as u64);
         assert_eq!(db.meta().page_size as usize, page_size);
         db.check().unwrap();
-        assert_eq!(Tree::read(&db.root()).unwrap(), t, "page size {page_size}");
+        assert_eq!(Tree::read(&db).unwrap(), t, "page size {page_size}");
     }
 }
 
@@ -108,7 +108,7 @@ fn errors_name_the_page() {
     let at = root * 4096 + 16 + 8;
     file[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     let db = Db::open(&file).unwrap();
-    let e = Tree::read(&db.root()).unwrap_err().to_string();
+    let e = Tree::read(&db).unwrap_err().to_string();
     assert_eq!(
         e,
         format!("bbolt: page {root}: leaf element 0 runs past the page end")
@@ -143,9 +143,7 @@ fn refuses_cycles() {
 
 /// Reads everything a restore would: the check and every bucket.
 fn read_all(b: &[u8]) -> Result<()> {
-    let db = Db::open(b)?;
-    db.check()?;
-    Tree::read(&db.root())?;
+    Tree::read(&Db::open(b)?)?;
     Ok(())
 }
 
@@ -198,4 +196,19 @@ fn writer_refuses_unsorted_and_empty_keys() {
     assert!(b.put(&mut w, b"a", b"").is_err());
     assert!(b.put(&mut w, b"b", b"").is_err());
     assert!(b.put(&mut w, b"", b"").is_err());
+}
+
+#[test]
+fn refuses_a_bucket_that_contains_its_parent() {
+    let mut file = sample().to_file(4096).unwrap();
+    let root = Db::open(&file).unwrap().meta().root.root as usize;
+    // "outer" holds a bucket, so its value is a header naming its own root page: point it at
+    // the root bucket's page, making the root its own grandchild.
+    let page = &mut file[root * 4096..(root + 1) * 4096];
+    let at = page.windows(5).position(|w| w == b"outer").unwrap() + 5;
+    page[at..at + 8].copy_from_slice(&(root as u64).to_le_bytes());
+    let e = Tree::read(&Db::open(&file).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("page reached twice"), "{e}");
 }

@@ -121,7 +121,7 @@ fn export_then_import_keeps_everything() {
     assert!(is_bbolt_file(&snap));
 
     // The layout: etcd's buckets and rows.
-    let tree = Tree::read(&Db::open(db).unwrap().root()).unwrap();
+    let tree = Tree::read(&Db::open(db).unwrap()).unwrap();
     let bucket = |n: &[u8]| match &tree.0[n] {
         Node::Bucket(t) => t.0.clone(),
         Node::Value(_) => panic!("not a bucket"),
