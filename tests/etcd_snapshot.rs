@@ -18,7 +18,9 @@ use oxcd_process_tests::cluster::Cluster;
 use oxcd_process_tests::ctl::{ctl_stdin, Ctl, Output};
 use oxcd_process_tests::member::Kind;
 use oxcd_process_tests::normalize::{generic, granted_lease};
-use oxcd_process_tests::restore::{backend_path, copy_file, plain_lines, restore_cluster, Tool};
+use oxcd_process_tests::restore::{
+    backend_path, copy_file, plain_lines, restore_cluster, status, Tool,
+};
 use regex::Regex;
 
 const ROOT: &str = "--user=root:rootpw";
@@ -171,6 +173,15 @@ fn etcd_snapshot_restores_into_oxcd() {
     let s = snap.display().to_string();
     etcd.ctl_ok(0, &[ROOT, "snapshot", "save", &s]);
     same_status(&snap, &[Tool::Oxutl, Tool::Oxctl]);
+    // Converted offline into oxcd's format: a snapshot at the same revision.
+    let own = files.path().join("oxcd.db");
+    let o = own.display().to_string();
+    let out = Tool::Oxutl.run(&["snapshot", "convert", "--format", "oxcd", &s, &o]);
+    assert_eq!(out.code, 0, "oxutl snapshot convert --format oxcd: {out}");
+    assert_eq!(
+        status(Tool::Oxutl, &own).map(|st| st.revision),
+        status(Tool::Etcdctl, &snap).map(|st| st.revision)
+    );
     // What etcd's next write would get (not made: the member's backend is restored below).
     let out = etcd.ctl_ok(0, &[ROOT, "get", "k2", "-w", "json"]);
     let next = etcd.json(&out, "get -w json")["header"]["revision"]

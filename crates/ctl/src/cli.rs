@@ -693,8 +693,8 @@ pub enum SnapshotCmd {
 
 #[derive(Args, Debug)]
 pub struct SnapshotSaveArgs {
-    /// File format: oxcd (the server's own backend, the default) or etcd (an etcd 3.4 bbolt
-    /// snapshot, which `etcdctl snapshot restore` accepts; works against oxcd servers)
+    /// File format: oxcd (the server's backend as it sends it, the default) or etcd (an etcd
+    /// 3.4 bbolt snapshot, which `etcdctl snapshot restore` accepts)
     #[arg(long, default_value = "oxcd")]
     pub format: String,
     #[arg(hide = true)]

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::file::{copy_out, sha256, SnapshotFile, HASH_LEN};
+use super::file::{copy_out, hash_reader, sha256, SnapshotFile, HASH_LEN};
 use super::status::TempDir;
 use super::{etcd, go_path_err, Error, Result};
 
@@ -106,19 +106,22 @@ pub fn convert(input: &Path, output: &Path, to: Format, skip_hash_check: bool) -
     made
 }
 
-/// Writes `db`'s bytes followed by their SHA-256 to the new file `output`.
+/// Writes `db`'s bytes followed by their SHA-256 to the new file `output`, a chunk at a time.
 fn with_hash(db: &Path, output: &Path) -> Result<u64> {
-    let data = std::fs::read(db).map_err(|e| go_path_err("open", db, &e))?;
-    let mut f = std::fs::OpenOptions::new()
+    let mut from = std::fs::File::open(db).map_err(|e| go_path_err("open", db, &e))?;
+    let mut to = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(output)
         .map_err(|e| go_path_err("open", output, &e))?;
-    f.write_all(&data)
-        .and_then(|_| f.write_all(&sha256(&data)))
-        .and_then(|_| f.sync_all())
+    let (size, hash) = hash_reader(&mut from, db, &mut |chunk| {
+        to.write_all(chunk)
+            .map_err(|e| go_path_err("write", output, &e))
+    })?;
+    to.write_all(&hash)
+        .and_then(|_| to.sync_all())
         .map_err(|e| go_path_err("write", output, &e))?;
-    Ok((data.len() + HASH_LEN) as u64)
+    Ok(size + HASH_LEN as u64)
 }
 
 #[cfg(test)]

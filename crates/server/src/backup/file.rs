@@ -157,6 +157,29 @@ impl Hasher {
     }
 }
 
+/// Reads `from` (the file at `path`) to its end a chunk at a time, handing each chunk to
+/// `each`. Returns the bytes read and their SHA-256.
+pub fn hash_reader(
+    from: &mut dyn Read,
+    path: &Path,
+    each: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<(u64, [u8; HASH_LEN])> {
+    let mut sha = Sha256::new();
+    let mut buf = vec![0u8; COPY_CHUNK];
+    let mut size = 0u64;
+    loop {
+        let n = from
+            .read(&mut buf)
+            .map_err(|e| go_path_err("read", path, &e))?;
+        if n == 0 {
+            return Ok((size, sha.finalize().into()));
+        }
+        sha.update(&buf[..n]);
+        each(&buf[..n])?;
+        size += n as u64;
+    }
+}
+
 /// SHA-256 of `b`.
 pub fn sha256(b: &[u8]) -> [u8; HASH_LEN] {
     Sha256::digest(b).into()

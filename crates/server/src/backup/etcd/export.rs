@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, Write};
+use std::io::{BufWriter, Seek, Write};
 use std::path::Path;
 
 use oxcd_api::etcdserverpb::AlarmResponse;
@@ -15,7 +15,7 @@ use prost::Message;
 use serde_json::json;
 
 use super::super::bbolt::{BucketWriter, Writer};
-use super::super::file::Hasher;
+use super::super::file::hash_reader;
 use super::super::{go_path_err, Error, Result};
 use super::{
     ALARM, AUTH, AUTH_ENABLED, AUTH_REVISION, AUTH_ROLES, AUTH_USERS, CLUSTER, CLUSTER_VERSION,
@@ -187,19 +187,9 @@ pub fn export(src: &Path, dst: &Path) -> Result<u64> {
 /// Appends the SHA-256 of the file's bytes, syncs it, and returns the new size.
 fn append_hash(file: &mut File, path: &Path) -> Result<u64> {
     file.rewind().map_err(|e| go_path_err("seek", path, &e))?;
-    let mut sha = Hasher::default();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| go_path_err("read", path, &e))?;
-        if n == 0 {
-            break;
-        }
-        sha.update(&buf[..n]);
-    }
+    let (_, hash) = hash_reader(file, path, &mut |_| Ok(()))?;
     // Reading left the offset at the end of the database.
-    file.write_all(&sha.finish())
+    file.write_all(&hash)
         .map_err(|e| go_path_err("write", path, &e))?;
     file.sync_all().map_err(|e| go_path_err("sync", path, &e))?;
     let size = file
