@@ -4,6 +4,7 @@
 //! checks it.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::file::{copy_out, hash_reader, sha256, SnapshotFile, HASH_LEN};
@@ -112,6 +113,8 @@ fn with_hash(db: &Path, output: &Path) -> Result<u64> {
     let mut to = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        // A snapshot holds password hashes: readable by its owner only, as etcdctl saves one.
+        .mode(0o600)
         .open(output)
         .map_err(|e| go_path_err("open", output, &e))?;
     let (size, hash) = hash_reader(&mut from, db, &mut |chunk| {
@@ -154,6 +157,9 @@ mod tests {
         assert_eq!(e.msg, "snapshot missing hash but --skip-hash-check=false");
         convert(&raw, &etcd, Format::Etcd, true).unwrap();
         assert_eq!(Format::of_file(&etcd), Format::Etcd);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&etcd).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
         assert_eq!(crate::backup::status(&etcd).unwrap().revision, 2);
         let e = convert(&etcd, &dir.path().join("x"), Format::Etcd, false).unwrap_err();
         assert!(

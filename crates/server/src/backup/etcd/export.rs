@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use oxcd_api::etcdserverpb::AlarmResponse;
@@ -119,6 +120,8 @@ pub fn export(src: &Path, dst: &Path) -> Result<u64> {
         .read(true)
         .write(true)
         .create_new(true)
+        // A snapshot holds password hashes: readable by its owner only, as etcdctl saves one.
+        .mode(0o600)
         .open(dst)
         .map_err(|e| go_path_err("open", dst, &e))?;
     let mut w = Writer::new(BufWriter::new(file), PAGE_SIZE)?;
