@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use super::file::{copy_out, hash_reader, sha256, SnapshotFile, HASH_LEN};
+use super::file::{copy_out, hash_reader, HASH_LEN};
 use super::status::TempDir;
 use super::{etcd, go_path_err, Error, Result};
 
@@ -51,29 +51,6 @@ impl Format {
     }
 }
 
-/// The hash check of a snapshot held in memory; returns the database's bytes.
-fn split_hash(data: &[u8], skip_hash_check: bool) -> Result<&[u8]> {
-    let (stored, computed) = match data.len().checked_sub(HASH_LEN) {
-        Some(body) => {
-            let mut stored = [0u8; HASH_LEN];
-            stored.copy_from_slice(&data[body..]);
-            (Some(stored), Some(sha256(&data[..body])))
-        }
-        None => (None, None),
-    };
-    let mut f = SnapshotFile {
-        size: data.len() as u64,
-        db_len: data.len() as u64,
-        stored,
-        computed,
-    };
-    if f.has_hash() {
-        f.db_len -= HASH_LEN as u64;
-    }
-    f.check(skip_hash_check)?;
-    Ok(&data[..f.db_len as usize])
-}
-
 /// Converts the snapshot `input` into a new file `output` in format `to`. Returns the size of
 /// the new file.
 pub fn convert(input: &Path, output: &Path, to: Format, skip_hash_check: bool) -> Result<u64> {
@@ -96,8 +73,11 @@ pub fn convert(input: &Path, output: &Path, to: Format, skip_hash_check: bool) -
             etcd::export::export(&db, output)
         }
         Format::Oxcd => {
-            let data = std::fs::read(input).map_err(|e| go_path_err("open", input, &e))?;
-            etcd::import::import(split_hash(&data, skip_hash_check)?, &db)?;
+            let bolt = tmp.0.join("etcd.db");
+            copy_out(input, &bolt, &mut |_, _| {})?.check(skip_hash_check)?;
+            let f = std::fs::File::open(&bolt).map_err(|e| go_path_err("open", &bolt, &e))?;
+            let src = super::bbolt::Source::file(&f).map_err(|e| go_path_err("stat", &bolt, &e))?;
+            etcd::import::import(src, &db)?;
             with_hash(&db, output)
         }
     };

@@ -133,13 +133,11 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Replaces the etcd (bbolt) database at `db` with the oxcd backend holding the same data.
 fn import_etcd(db: &Path) -> Result<()> {
-    let data = std::fs::read(db).map_err(|e| go_path_err("read", db, &e))?;
+    let f = std::fs::File::open(db).map_err(|e| go_path_err("open", db, &e))?;
+    let src = super::bbolt::Source::file(&f).map_err(|e| go_path_err("stat", db, &e))?;
     let converted = db.with_extension("import");
     let _ = std::fs::remove_file(&converted);
-    if let Err(e) = super::etcd::import::import(&data, &converted) {
-        let _ = std::fs::remove_file(&converted);
-        return Err(e);
-    }
+    super::etcd::import::import(src, &converted)?;
     std::fs::rename(&converted, db).map_err(|e| go_path_err("rename", &converted, &e))
 }
 

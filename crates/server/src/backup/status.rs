@@ -60,8 +60,9 @@ pub fn status(path: &Path) -> Result<SnapshotStatus> {
         return Err(Error::new("invalid database"));
     }
     if super::etcd::is_bbolt_file(path) {
-        let data = std::fs::read(path).map_err(|e| go_path_err("read", path, &e))?;
-        return super::etcd::status(&data);
+        let f = std::fs::File::open(path).map_err(|e| go_path_err("open", path, &e))?;
+        let src = super::bbolt::Source::file(&f).map_err(|e| go_path_err("stat", path, &e))?;
+        return super::etcd::status(src);
     }
     let tmp = TempDir::new("snapshot-status")?;
     let db = tmp.0.join("db");

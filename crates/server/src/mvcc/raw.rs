@@ -41,34 +41,51 @@ impl Table {
     }
 }
 
-/// Creates a new backend file at `path` (which must not exist) holding `rows`, in one durable
-/// transaction.
-pub fn create_file<'a>(
+/// The tables of a backend file being made, for [`create_file`].
+pub struct NewRows<'t> {
+    key: redb::Table<'t, &'static [u8], &'static [u8]>,
+    lease: redb::Table<'t, &'static [u8], &'static [u8]>,
+    meta: redb::Table<'t, &'static [u8], &'static [u8]>,
+}
+
+impl NewRows<'_> {
+    pub fn insert(&mut self, t: Table, k: &[u8], v: &[u8]) -> Result<()> {
+        match t {
+            Table::Key => self.key.insert(k, v)?,
+            Table::Lease => self.lease.insert(k, v)?,
+            Table::Meta => self.meta.insert(k, v)?,
+        };
+        Ok(())
+    }
+}
+
+/// Creates a new backend file at `path` (which must not exist) holding the rows `fill`
+/// inserts, in one durable transaction. If `fill` (or the commit) fails, no file is left.
+pub fn create_file<E: From<EtcdError>>(
     path: &Path,
-    rows: impl IntoIterator<Item = (Table, &'a [u8], &'a [u8])>,
-) -> Result<()> {
+    fill: impl FnOnce(&mut NewRows<'_>) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
     if path.exists() {
-        return Err(EtcdError::Internal(format!(
-            "mvcc: {} exists",
-            path.display()
-        )));
+        return Err(EtcdError::Internal(format!("mvcc: {} exists", path.display())).into());
     }
-    let db = create_db(path)?;
-    let txn = db.begin_write()?;
-    {
-        let mut key = txn.open_table(KEY_TABLE)?;
-        let mut lease = txn.open_table(LEASE_TABLE)?;
-        let mut meta = txn.open_table(META_TABLE)?;
-        for (t, k, v) in rows {
-            match t {
-                Table::Key => key.insert(k, v)?,
-                Table::Lease => lease.insert(k, v)?,
-                Table::Meta => meta.insert(k, v)?,
+    let made = (|| {
+        let db = create_db(path).map_err(EtcdError::from)?;
+        let txn = db.begin_write().map_err(EtcdError::from)?;
+        {
+            let mut rows = NewRows {
+                key: txn.open_table(KEY_TABLE).map_err(EtcdError::from)?,
+                lease: txn.open_table(LEASE_TABLE).map_err(EtcdError::from)?,
+                meta: txn.open_table(META_TABLE).map_err(EtcdError::from)?,
             };
+            fill(&mut rows)?;
         }
+        txn.commit().map_err(EtcdError::from)?;
+        Ok(())
+    })();
+    if made.is_err() {
+        let _ = std::fs::remove_file(path);
     }
-    txn.commit()?;
-    Ok(())
+    made
 }
 
 /// A visitor of rows (key, value).
@@ -100,16 +117,20 @@ mod tests {
     fn rows_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        create_file(
-            &path,
-            [
-                (Table::Key, &b"k2"[..], &b"v2"[..]),
-                (Table::Key, b"k1", b"v1"),
-                (Table::Meta, b"m", b"x"),
-            ],
-        )
-        .unwrap();
-        assert!(create_file(&path, []).is_err(), "never overwrites");
+        let fill = |rows: &mut NewRows<'_>| -> Result<()> {
+            rows.insert(Table::Key, b"k2", b"v2")?;
+            rows.insert(Table::Key, b"k1", b"v1")?;
+            rows.insert(Table::Meta, b"m", b"x")
+        };
+        create_file(&path, fill).unwrap();
+        assert!(
+            create_file(&path, |_| Ok::<_, EtcdError>(())).is_err(),
+            "never overwrites"
+        );
+        let failed = dir.path().join("failed");
+        let e = create_file(&failed, |_| Err(EtcdError::Internal("no".into())));
+        assert!(e.is_err());
+        assert!(!failed.exists(), "a failed fill leaves no file");
         let mut got = Vec::new();
         for t in [Table::Key, Table::Lease, Table::Meta] {
             for_each_row(&path, t, &mut |k, v| {

@@ -13,7 +13,7 @@ pub mod write;
 use std::collections::BTreeMap;
 
 pub use page::looks_like_bbolt;
-pub use read::{Bucket, Db, Item};
+pub use read::{Bucket, Db, EntryFn, Item, Source};
 pub use write::{BucketValue, BucketWriter, Writer};
 
 /// A damaged or unreadable bbolt file, or a write that failed.

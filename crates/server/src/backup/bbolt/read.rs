@@ -1,15 +1,18 @@
-//! Reading a bbolt file from its bytes.
+//! Reading a bbolt file, page by page: from bytes in memory or from an open file (positioned
+//! reads, so a file of any size is read with a few pages in memory at a time).
 //!
 //! Nothing here trusts the file: every offset and length is checked before it is used, page ids
-//! must lie below the high-water mark and inside the bytes, a tree walk refuses to visit a page
+//! must lie below the high-water mark and inside the file, a tree walk refuses to visit a page
 //! twice (a cycle, or two parents sharing a child) and to go deeper than any real tree, and
 //! buckets nest only so far. A damaged file gives an [`Error`] naming the page, never a panic.
 
 use std::collections::HashSet;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 
 use super::page::{
     u64_at, BucketHeader, Meta, PageHeader, BRANCH_ELEM_LEN, BRANCH_PAGE, BUCKET_HEADER_LEN,
-    BUCKET_LEAF_FLAG, FREELIST_PAGE, LEAF_ELEM_LEN, LEAF_PAGE, META_PAGE, NO_FREELIST,
+    BUCKET_LEAF_FLAG, FREELIST_PAGE, LEAF_ELEM_LEN, LEAF_PAGE, META_LEN, META_PAGE, NO_FREELIST,
     PAGE_HEADER_LEN, PAGE_SIZES,
 };
 use super::{Error, Result};
@@ -20,37 +23,110 @@ const MAX_TREE_DEPTH: usize = 32;
 /// Buckets inside buckets. etcd nests none; bbolt allows any, so allow a generous few.
 const MAX_BUCKET_DEPTH: usize = 32;
 
-/// An open bbolt file: its bytes and the meta page in force.
-pub struct Db<'a> {
-    data: &'a [u8],
+/// Where a file's bytes are.
+#[derive(Clone, Copy)]
+pub enum Source<'s> {
+    Bytes(&'s [u8]),
+    /// An open file and its length.
+    File(&'s File, u64),
+}
+
+impl<'s> From<&'s [u8]> for Source<'s> {
+    fn from(b: &'s [u8]) -> Source<'s> {
+        Source::Bytes(b)
+    }
+}
+
+impl<'s> From<&'s Vec<u8>> for Source<'s> {
+    fn from(b: &'s Vec<u8>) -> Source<'s> {
+        Source::Bytes(b)
+    }
+}
+
+impl<'s> Source<'s> {
+    /// The whole of an open file.
+    pub fn file(f: &'s File) -> std::io::Result<Source<'s>> {
+        Ok(Source::File(f, f.metadata()?.len()))
+    }
+
+    pub fn len(&self) -> u64 {
+        match self {
+            Source::Bytes(b) => b.len() as u64,
+            Source::File(_, len) => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `len` bytes at `off`, or `None` if they are not all in the file.
+    fn read(&self, off: u64, len: usize) -> std::io::Result<Option<Vec<u8>>> {
+        let end = off.checked_add(len as u64);
+        if end.is_none_or(|end| end > self.len()) {
+            return Ok(None);
+        }
+        match self {
+            Source::Bytes(b) => Ok(Some(b[off as usize..off as usize + len].to_vec())),
+            Source::File(f, _) => {
+                let mut buf = vec![0u8; len];
+                f.read_exact_at(&mut buf, off)?;
+                Ok(Some(buf))
+            }
+        }
+    }
+
+    /// Up to `len` bytes at `off` (fewer at the end of the file).
+    fn read_upto(&self, off: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let len = (self.len().saturating_sub(off)).min(len as u64) as usize;
+        Ok(self.read(off, len)?.unwrap_or_default())
+    }
+}
+
+fn io_err(page: u64, e: std::io::Error) -> Error {
+    Error::page(page, format!("read: {e}"))
+}
+
+/// An open bbolt file: where its bytes are and the meta page in force.
+pub struct Db<'s> {
+    src: Source<'s>,
     page_size: usize,
     meta: Meta,
 }
 
 /// A bucket: its tree's root page, or the page stored inline in its value.
-#[derive(Clone, Copy)]
-pub struct Bucket<'a> {
-    data: &'a [u8],
+#[derive(Clone)]
+pub struct Bucket<'s> {
+    src: Source<'s>,
     page_size: usize,
     hwm: u64,
-    root: Root<'a>,
+    root: Root,
     /// How deep this bucket is nested (the root bucket is 0).
     depth: usize,
 }
 
-#[derive(Clone, Copy)]
-enum Root<'a> {
+#[derive(Clone)]
+enum Root {
     Page(u64),
     /// The inline page's bytes, and the page of the leaf holding them (for errors).
-    Inline(&'a [u8], u64),
+    Inline(Vec<u8>, u64),
 }
 
-/// A bucket entry's value.
-#[derive(Clone, Copy)]
-pub enum Item<'a> {
-    Value(&'a [u8]),
-    Bucket(Bucket<'a>),
+/// A bucket entry's value, as a walk hands it out: a value borrowed from the page being read,
+/// or a nested bucket.
+pub enum Item<'p, 's> {
+    Value(&'p [u8]),
+    Bucket(Bucket<'s>),
 }
+
+/// An entry found by key, owned.
+enum Found<'s> {
+    Value(Vec<u8>),
+    Bucket(Bucket<'s>),
+}
+
+/// What a walk calls for each entry: the key, and the value or bucket.
+pub type EntryFn<'f, 's> = dyn FnMut(&[u8], Item<'_, 's>) -> Result<()> + 'f;
 
 /// A leaf element.
 struct LeafElem<'a> {
@@ -59,12 +135,16 @@ struct LeafElem<'a> {
     value: &'a [u8],
 }
 
-impl<'a> Db<'a> {
+impl<'s> Db<'s> {
     /// Finds the meta page in force (the valid one with the highest transaction id) and checks
     /// that the pages it claims are in the file.
-    pub fn open(data: &'a [u8]) -> Result<Db<'a>> {
+    pub fn open(src: impl Into<Source<'s>>) -> Result<Db<'s>> {
+        let src = src.into();
+        // Both meta pages lie within the largest page size bbolt uses, plus one meta.
+        let head_len = PAGE_SIZES[PAGE_SIZES.len() - 1] + PAGE_HEADER_LEN + META_LEN;
+        let head = src.read_upto(0, head_len).map_err(|e| io_err(0, e))?;
         let meta_at = |off: usize, page: u64| -> Result<Meta> {
-            let body = data
+            let body = head
                 .get(off + PAGE_HEADER_LEN..)
                 .and_then(Meta::parse)
                 .ok_or_else(|| Error::page(page, "meta page runs past the end of the file"))?;
@@ -103,20 +183,20 @@ impl<'a> Db<'a> {
             .pgid
             .checked_mul(page_size as u64)
             .ok_or_else(|| Error::new(format!("high-water mark {} is absurd", meta.pgid)))?;
-        if meta.pgid < 3 || size > data.len() as u64 {
+        if meta.pgid < 3 || size > src.len() {
             return Err(Error::new(format!(
                 "the meta page claims {} pages of {} bytes, but the file holds {} bytes \
                  (truncated?)",
                 meta.pgid,
                 page_size,
-                data.len()
+                src.len()
             )));
         }
         if meta.root.root == 0 {
             return Err(Error::new("the root bucket has no root page"));
         }
         Ok(Db {
-            data,
+            src,
             page_size,
             meta,
         })
@@ -131,9 +211,9 @@ impl<'a> Db<'a> {
         self.meta.pgid * self.page_size as u64
     }
 
-    pub fn root(&self) -> Bucket<'a> {
+    pub fn root(&self) -> Bucket<'s> {
         Bucket {
-            data: self.data,
+            src: self.src,
             page_size: self.page_size,
             hwm: self.meta.pgid,
             root: Root::Page(self.meta.root.root),
@@ -149,14 +229,12 @@ impl<'a> Db<'a> {
         for id in [0, 1] {
             seen.insert(id);
         }
-        let root = self.root();
-        root.mark_pages(&mut seen)?;
+        self.root().mark_pages(&mut seen)?;
         if self.meta.freelist == NO_FREELIST {
             // The free pages are not stored: unreachable ones cannot be told from free ones.
             return Ok(());
         }
-        let free = self.free_pages()?;
-        for id in free {
+        for id in self.free_pages()? {
             if !seen.insert(id) {
                 return Err(Error::page(id, "page is both free and in use"));
             }
@@ -170,7 +248,7 @@ impl<'a> Db<'a> {
     /// The freelist page and its overflow, then the free page ids it lists.
     fn free_pages(&self) -> Result<Vec<u64>> {
         let id = self.meta.freelist;
-        let (h, p) = page_at(self.data, self.page_size, self.meta.pgid, id)?;
+        let (h, p) = page_at(self.src, self.page_size, self.meta.pgid, id)?;
         if h.flags != FREELIST_PAGE {
             return Err(Error::page(
                 id,
@@ -179,7 +257,7 @@ impl<'a> Db<'a> {
         }
         let mut ids: Vec<u64> = (id..=id + u64::from(h.overflow)).collect();
         let (count, start) = if h.count == u16::MAX {
-            let n = u64_at(p, PAGE_HEADER_LEN)
+            let n = u64_at(&p, PAGE_HEADER_LEN)
                 .ok_or_else(|| Error::page(id, "freelist count runs past the page end"))?;
             (n, PAGE_HEADER_LEN + 8)
         } else {
@@ -193,7 +271,7 @@ impl<'a> Db<'a> {
             ));
         }
         for i in 0..count as usize {
-            let free = u64_at(p, start + i * 8).unwrap_or(u64::MAX);
+            let free = u64_at(&p, start + i * 8).unwrap_or(u64::MAX);
             if free < 2 || free >= self.meta.pgid {
                 return Err(Error::page(
                     id,
@@ -216,16 +294,19 @@ fn check_size(m: Meta, at: usize) -> Result<Meta> {
 }
 
 /// Page `id` with its overflow pages: its header and all its bytes.
-fn page_at(data: &[u8], page_size: usize, hwm: u64, id: u64) -> Result<(PageHeader, &[u8])> {
+fn page_at(src: Source<'_>, page_size: usize, hwm: u64, id: u64) -> Result<(PageHeader, Vec<u8>)> {
     if id < 2 || id >= hwm {
         return Err(Error::page(
             id,
             format!("page id out of range (the file has pages 2..{hwm} for data)"),
         ));
     }
-    let start = id as usize * page_size;
-    let head = data
-        .get(start..start + PAGE_HEADER_LEN)
+    // Below the high-water mark, which `Db::open` found inside the file: no overflow.
+    let start = id * page_size as u64;
+    let head = src
+        .read(start, PAGE_HEADER_LEN)
+        .map_err(|e| io_err(id, e))?
+        .as_deref()
         .and_then(PageHeader::parse)
         .ok_or_else(|| Error::page(id, "page runs past the end of the file"))?;
     if head.id != id {
@@ -244,15 +325,15 @@ fn page_at(data: &[u8], page_size: usize, hwm: u64, id: u64) -> Result<(PageHead
             ),
         ));
     }
-    let end = start + pages as usize * page_size;
-    let bytes = data
-        .get(start..end)
+    let bytes = src
+        .read(start, pages as usize * page_size)
+        .map_err(|e| io_err(id, e))?
         .ok_or_else(|| Error::page(id, "page runs past the end of the file"))?;
     Ok((head, bytes))
 }
 
 /// Element `i` of a leaf page (`p` starts with the page header).
-fn leaf_elem<'a>(p: &'a [u8], id: u64, count: usize, i: usize) -> Result<LeafElem<'a>> {
+fn leaf_elem(p: &[u8], id: u64, count: usize, i: usize) -> Result<LeafElem<'_>> {
     let past = || Error::page(id, format!("leaf element {i} runs past the page end"));
     let at = PAGE_HEADER_LEN + i * LEAF_ELEM_LEN;
     if count * LEAF_ELEM_LEN + PAGE_HEADER_LEN > p.len() {
@@ -295,19 +376,22 @@ fn branch_elem(p: &[u8], id: u64, count: usize, i: usize) -> Result<(&[u8], u64)
     Ok((key, child))
 }
 
-impl<'a> Bucket<'a> {
+impl<'s> Bucket<'s> {
     /// Calls `f` with every entry in key order. Stops at the first error, `f`'s or the file's.
-    pub fn for_each(&self, f: &mut dyn FnMut(&'a [u8], Item<'a>) -> Result<()>) -> Result<()> {
+    pub fn for_each(&self, f: &mut EntryFn<'_, 's>) -> Result<()> {
         let mut seen = HashSet::new();
         self.walk(&mut seen, f)
     }
 
-    /// The entry at `key`, if there is one.
-    pub fn get(&self, key: &[u8]) -> Result<Option<Item<'a>>> {
+    /// The entry at `key`, copied out of its page.
+    fn find(&self, key: &[u8]) -> Result<Option<Found<'s>>> {
         let mut found = None;
         self.for_each(&mut |k, item| {
             if k == key {
-                found = Some(item);
+                found = Some(match item {
+                    Item::Value(v) => Found::Value(v.to_vec()),
+                    Item::Bucket(b) => Found::Bucket(b),
+                });
             }
             Ok(())
         })?;
@@ -315,11 +399,11 @@ impl<'a> Bucket<'a> {
     }
 
     /// The nested bucket at `name`, if there is one (a plain value there is an error).
-    pub fn bucket(&self, name: &[u8]) -> Result<Option<Bucket<'a>>> {
-        match self.get(name)? {
+    pub fn bucket(&self, name: &[u8]) -> Result<Option<Bucket<'s>>> {
+        match self.find(name)? {
             None => Ok(None),
-            Some(Item::Bucket(b)) => Ok(Some(b)),
-            Some(Item::Value(_)) => Err(Error::new(format!(
+            Some(Found::Bucket(b)) => Ok(Some(b)),
+            Some(Found::Value(_)) => Err(Error::new(format!(
                 "{} is a value, not a bucket",
                 String::from_utf8_lossy(name)
             ))),
@@ -327,11 +411,11 @@ impl<'a> Bucket<'a> {
     }
 
     /// The value at `key`, if there is one (a bucket there is an error).
-    pub fn value(&self, key: &[u8]) -> Result<Option<&'a [u8]>> {
-        match self.get(key)? {
+    pub fn value(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.find(key)? {
             None => Ok(None),
-            Some(Item::Value(v)) => Ok(Some(v)),
-            Some(Item::Bucket(_)) => Err(Error::new(format!(
+            Some(Found::Value(v)) => Ok(Some(v)),
+            Some(Found::Bucket(_)) => Err(Error::new(format!(
                 "{} is a bucket, not a value",
                 String::from_utf8_lossy(key)
             ))),
@@ -355,28 +439,24 @@ impl<'a> Bucket<'a> {
     }
 
     /// Walks the tree in key order, adding each page (and its overflow) to `seen`.
-    fn walk(
-        &self,
-        seen: &mut HashSet<u64>,
-        f: &mut dyn FnMut(&'a [u8], Item<'a>) -> Result<()>,
-    ) -> Result<()> {
-        match self.root {
+    fn walk(&self, seen: &mut HashSet<u64>, f: &mut EntryFn<'_, 's>) -> Result<()> {
+        match &self.root {
             Root::Inline(p, holder) => {
                 let head = PageHeader::parse(p).ok_or_else(|| {
-                    Error::page(holder, "inline bucket page is shorter than its header")
+                    Error::page(*holder, "inline bucket page is shorter than its header")
                 })?;
                 if head.flags != LEAF_PAGE {
                     return Err(Error::page(
-                        holder,
+                        *holder,
                         format!(
                             "inline bucket page has flags {:#04x}, not a leaf",
                             head.flags
                         ),
                     ));
                 }
-                self.leaf(p, holder, head.count as usize, f)
+                self.leaf(p, *holder, head.count as usize, f)
             }
-            Root::Page(id) => self.walk_page(id, 0, seen, f),
+            Root::Page(id) => self.walk_page(*id, 0, seen, f),
         }
     }
 
@@ -385,7 +465,7 @@ impl<'a> Bucket<'a> {
         id: u64,
         depth: usize,
         seen: &mut HashSet<u64>,
-        f: &mut dyn FnMut(&'a [u8], Item<'a>) -> Result<()>,
+        f: &mut EntryFn<'_, 's>,
     ) -> Result<()> {
         if depth > MAX_TREE_DEPTH {
             return Err(Error::page(
@@ -393,7 +473,7 @@ impl<'a> Bucket<'a> {
                 "tree is deeper than any real one (a cycle?)",
             ));
         }
-        let (head, p) = page_at(self.data, self.page_size, self.hwm, id)?;
+        let (head, p) = page_at(self.src, self.page_size, self.hwm, id)?;
         for pid in id..=id + u64::from(head.overflow) {
             if !seen.insert(pid) {
                 return Err(Error::page(
@@ -404,10 +484,10 @@ impl<'a> Bucket<'a> {
         }
         let count = head.count as usize;
         match head.flags {
-            LEAF_PAGE => self.leaf(p, id, count, f),
+            LEAF_PAGE => self.leaf(&p, id, count, f),
             BRANCH_PAGE => {
                 for i in 0..count {
-                    let (_, child) = branch_elem(p, id, count, i)?;
+                    let (_, child) = branch_elem(&p, id, count, i)?;
                     self.walk_page(child, depth + 1, seen, f)?;
                 }
                 Ok(())
@@ -430,13 +510,7 @@ impl<'a> Bucket<'a> {
         }
     }
 
-    fn leaf(
-        &self,
-        p: &'a [u8],
-        id: u64,
-        count: usize,
-        f: &mut dyn FnMut(&'a [u8], Item<'a>) -> Result<()>,
-    ) -> Result<()> {
+    fn leaf(&self, p: &[u8], id: u64, count: usize, f: &mut EntryFn<'_, 's>) -> Result<()> {
         for i in 0..count {
             let e = leaf_elem(p, id, count, i)?;
             let item = if e.flags & BUCKET_LEAF_FLAG != 0 {
@@ -450,7 +524,7 @@ impl<'a> Bucket<'a> {
     }
 
     /// The bucket whose header is `value`, element `i` of leaf page `id`.
-    fn nested(&self, value: &'a [u8], id: u64, i: usize) -> Result<Bucket<'a>> {
+    fn nested(&self, value: &[u8], id: u64, i: usize) -> Result<Bucket<'s>> {
         if self.depth >= MAX_BUCKET_DEPTH {
             return Err(Error::page(id, "buckets nested deeper than any real file"));
         }
@@ -458,15 +532,16 @@ impl<'a> Bucket<'a> {
             Error::page(id, format!("leaf element {i}: bucket value is too short"))
         })?;
         let root = if h.root == 0 {
-            let inline = &value[BUCKET_HEADER_LEN..];
-            Root::Inline(inline, id)
+            Root::Inline(value[BUCKET_HEADER_LEN..].to_vec(), id)
         } else {
             Root::Page(h.root)
         };
         Ok(Bucket {
+            src: self.src,
+            page_size: self.page_size,
+            hwm: self.hwm,
             root,
             depth: self.depth + 1,
-            ..*self
         })
     }
 }

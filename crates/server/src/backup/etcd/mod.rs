@@ -39,6 +39,12 @@ pub const AUTH_ENABLED: &[u8] = b"authEnabled";
 pub const AUTH_REVISION: &[u8] = b"authRevision";
 pub const CLUSTER_VERSION: &[u8] = b"clusterVersion";
 
+impl From<crate::error::EtcdError> for Error {
+    fn from(e: crate::error::EtcdError) -> Error {
+        Error::new(e.to_string())
+    }
+}
+
 impl From<bbolt::Error> for Error {
     fn from(e: bbolt::Error) -> Error {
         Error::new(e.to_string())
@@ -57,12 +63,12 @@ pub fn is_bbolt_file(path: &std::path::Path) -> bool {
         .is_ok_and(|_| bbolt::looks_like_bbolt(&head))
 }
 
-/// etcdctl's `snapshot status` of the bbolt file `data` (a snapshot, with or without its
+/// etcdctl's `snapshot status` of the bbolt file `src` (a snapshot, with or without its
 /// hash): CRC-32C over each top-level bucket's name and its rows' keys and values, the main
 /// revision of the last row of `key`, the number of rows, and the database's size (pages in
 /// use times page size). The file must pass bbolt's consistency check first, as in etcdctl.
-pub fn status(data: &[u8]) -> Result<SnapshotStatus> {
-    let db = bbolt::Db::open(data)?;
+pub fn status<'s>(src: impl Into<bbolt::Source<'s>>) -> Result<SnapshotStatus> {
+    let db = bbolt::Db::open(src)?;
     db.check().map_err(|e| {
         Error::new(format!(
             "snapshot file integrity check failed. 1 errors found.\n{e}"
