@@ -41,45 +41,71 @@ impl Table {
     }
 }
 
-/// The tables of a backend file being made, for [`create_file`].
-pub struct NewRows<'t> {
-    key: redb::Table<'t, &'static [u8], &'static [u8]>,
-    lease: redb::Table<'t, &'static [u8], &'static [u8]>,
-    meta: redb::Table<'t, &'static [u8], &'static [u8]>,
+/// Bytes of rows per write transaction while a file is made: a large backend is written in
+/// chunks, so no transaction holds all of it in memory. Tiny in unit tests, so that their
+/// files are written in many chunks.
+const CHUNK_BYTES: usize = if cfg!(test) { 1024 } else { 64 * 1024 * 1024 };
+
+/// A backend file being made, for [`create_file`]: rows are buffered and written a chunk per
+/// transaction.
+pub struct NewRows {
+    db: redb::Database,
+    rows: Vec<(Table, Vec<u8>, Vec<u8>)>,
+    bytes: usize,
 }
 
-impl NewRows<'_> {
+impl NewRows {
     pub fn insert(&mut self, t: Table, k: &[u8], v: &[u8]) -> Result<()> {
-        match t {
-            Table::Key => self.key.insert(k, v)?,
-            Table::Lease => self.lease.insert(k, v)?,
-            Table::Meta => self.meta.insert(k, v)?,
-        };
+        self.bytes += k.len() + v.len();
+        self.rows.push((t, k.to_vec(), v.to_vec()));
+        if self.bytes >= CHUNK_BYTES {
+            self.write(false)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered rows in one transaction; only the last needs to be durable.
+    fn write(&mut self, durable: bool) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        if !durable {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| EtcdError::Internal(format!("backend: {e}")))?;
+        }
+        {
+            let mut key = txn.open_table(KEY_TABLE)?;
+            let mut lease = txn.open_table(LEASE_TABLE)?;
+            let mut meta = txn.open_table(META_TABLE)?;
+            for (t, k, v) in self.rows.drain(..) {
+                match t {
+                    Table::Key => key.insert(&k[..], &v[..])?,
+                    Table::Lease => lease.insert(&k[..], &v[..])?,
+                    Table::Meta => meta.insert(&k[..], &v[..])?,
+                };
+            }
+        }
+        txn.commit()?;
+        self.bytes = 0;
         Ok(())
     }
 }
 
 /// Creates a new backend file at `path` (which must not exist) holding the rows `fill`
-/// inserts, in one durable transaction. If `fill` (or the commit) fails, no file is left.
+/// inserts, durable when this returns. If `fill` (or a write) fails, no file is left.
 pub fn create_file<E: From<EtcdError>>(
     path: &Path,
-    fill: impl FnOnce(&mut NewRows<'_>) -> std::result::Result<(), E>,
+    fill: impl FnOnce(&mut NewRows) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
     if path.exists() {
         return Err(EtcdError::Internal(format!("mvcc: {} exists", path.display())).into());
     }
     let made = (|| {
-        let db = create_db(path).map_err(EtcdError::from)?;
-        let txn = db.begin_write().map_err(EtcdError::from)?;
-        {
-            let mut rows = NewRows {
-                key: txn.open_table(KEY_TABLE).map_err(EtcdError::from)?,
-                lease: txn.open_table(LEASE_TABLE).map_err(EtcdError::from)?,
-                meta: txn.open_table(META_TABLE).map_err(EtcdError::from)?,
-            };
-            fill(&mut rows)?;
-        }
-        txn.commit().map_err(EtcdError::from)?;
+        let mut rows = NewRows {
+            db: create_db(path).map_err(EtcdError::from)?,
+            rows: Vec::new(),
+            bytes: 0,
+        };
+        fill(&mut rows)?;
+        rows.write(true)?;
         Ok(())
     })();
     if made.is_err() {
@@ -117,7 +143,7 @@ mod tests {
     fn rows_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        let fill = |rows: &mut NewRows<'_>| -> Result<()> {
+        let fill = |rows: &mut NewRows| -> Result<()> {
             rows.insert(Table::Key, b"k2", b"v2")?;
             rows.insert(Table::Key, b"k1", b"v1")?;
             rows.insert(Table::Meta, b"m", b"x")

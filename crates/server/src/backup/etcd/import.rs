@@ -115,7 +115,7 @@ fn alarm_list(root: &Bucket<'_>) -> Result<Option<Vec<u8>>> {
 }
 
 /// Streams the key, lease and shared meta rows into `to`, checking each.
-fn copy_tables(root: &Bucket<'_>, to: &mut NewRows<'_>) -> Result<()> {
+fn copy_tables(root: &Bucket<'_>, to: &mut NewRows) -> Result<()> {
     each_row(root, KEY, &mut |k, v| {
         let len_ok = k.len() == REV_BYTES_LEN || k.len() == TOMBSTONE_REV_BYTES_LEN;
         if !len_ok || Revision::from_bytes(k).is_none() {
