@@ -6,7 +6,6 @@
 //! twice (a cycle, or two parents sharing a child) and to go deeper than any real tree, and
 //! buckets nest only so far. A damaged file gives an [`Error`] naming the page, never a panic.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -22,6 +21,28 @@ use super::{Error, Result};
 const MAX_TREE_DEPTH: usize = 32;
 /// Buckets inside buckets. etcd nests none; bbolt allows any, so allow a generous few.
 const MAX_BUCKET_DEPTH: usize = 32;
+
+/// Pages already visited: one bit per page below the high-water mark (which `Db::open` bounds
+/// by the file's size), so a check of a large file stays small.
+struct Seen(Vec<u64>);
+
+impl Seen {
+    fn new(hwm: u64) -> Seen {
+        Seen(vec![0; hwm.div_ceil(64) as usize])
+    }
+
+    /// Marks page `id` (below the high-water mark); false if it was marked already.
+    fn insert(&mut self, id: u64) -> bool {
+        let (word, bit) = ((id / 64) as usize, 1u64 << (id % 64));
+        let fresh = self.0[word] & bit == 0;
+        self.0[word] |= bit;
+        fresh
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.0[(id / 64) as usize] & (1u64 << (id % 64)) != 0
+    }
+}
 
 /// Where a file's bytes are.
 #[derive(Clone, Copy)]
@@ -225,7 +246,7 @@ impl<'s> Db<'s> {
     /// twice, and every page below the high-water mark either in a tree, free, or a meta or
     /// freelist page.
     pub fn check(&self) -> Result<()> {
-        let mut seen = HashSet::new();
+        let mut seen = Seen::new(self.meta.pgid);
         for id in [0, 1] {
             seen.insert(id);
         }
@@ -239,7 +260,7 @@ impl<'s> Db<'s> {
                 return Err(Error::page(id, "page is both free and in use"));
             }
         }
-        if let Some(id) = (0..self.meta.pgid).find(|id| !seen.contains(id)) {
+        if let Some(id) = (0..self.meta.pgid).find(|&id| !seen.contains(id)) {
             return Err(Error::page(id, "page is neither in use nor free"));
         }
         Ok(())
@@ -379,7 +400,7 @@ fn branch_elem(p: &[u8], id: u64, count: usize, i: usize) -> Result<(&[u8], u64)
 impl<'s> Bucket<'s> {
     /// Calls `f` with every entry in key order. Stops at the first error, `f`'s or the file's.
     pub fn for_each(&self, f: &mut EntryFn<'_, 's>) -> Result<()> {
-        let mut seen = HashSet::new();
+        let mut seen = Seen::new(self.hwm);
         self.walk(&mut seen, f)
     }
 
@@ -424,7 +445,7 @@ impl<'s> Bucket<'s> {
 
     /// Adds every page of this bucket's tree and of the buckets inside it to `seen`, failing
     /// on a page already there.
-    fn mark_pages(&self, seen: &mut HashSet<u64>) -> Result<()> {
+    fn mark_pages(&self, seen: &mut Seen) -> Result<()> {
         let mut nested = Vec::new();
         self.walk(seen, &mut |_, item| {
             if let Item::Bucket(b) = item {
@@ -439,7 +460,7 @@ impl<'s> Bucket<'s> {
     }
 
     /// Walks the tree in key order, adding each page (and its overflow) to `seen`.
-    fn walk(&self, seen: &mut HashSet<u64>, f: &mut EntryFn<'_, 's>) -> Result<()> {
+    fn walk(&self, seen: &mut Seen, f: &mut EntryFn<'_, 's>) -> Result<()> {
         match &self.root {
             Root::Inline(p, holder) => {
                 let head = PageHeader::parse(p).ok_or_else(|| {
@@ -464,7 +485,7 @@ impl<'s> Bucket<'s> {
         &self,
         id: u64,
         depth: usize,
-        seen: &mut HashSet<u64>,
+        seen: &mut Seen,
         f: &mut EntryFn<'_, 's>,
     ) -> Result<()> {
         if depth > MAX_TREE_DEPTH {
