@@ -27,7 +27,8 @@ use crate::auth::store::{State, META_AUTH};
 use crate::membership::{ClusterInfo, Member, META_KEY};
 use crate::mvcc::raw::{for_each_row, Table, SHARED_META_KEYS};
 
-/// bbolt's page size on every platform etcd ships for (the OS page size).
+/// bbolt takes the OS page size; 4 KiB is what etcd's usual platforms (x86-64, most arm64)
+/// have, and any bbolt reads a file whose meta names its page size.
 const PAGE_SIZE: usize = 4096;
 
 /// The cluster version written: the format is etcd 3.4's, and an etcd refuses a backend whose
@@ -99,13 +100,12 @@ pub fn export(src: &Path, dst: &Path) -> Result<u64> {
     };
     let auth = State::decode(meta.get(META_AUTH.as_bytes()).cloned())
         .map_err(|e| corrupt("auth state", &e))?;
-    let members = match meta.get(META_KEY.as_bytes()) {
+    let (members, removed) = match meta.get(META_KEY.as_bytes()) {
         Some(raw) => {
-            ClusterInfo::decode(raw)
-                .map_err(|e| corrupt("membership", &e))?
-                .members
+            let info = ClusterInfo::decode(raw).map_err(|e| corrupt("membership", &e))?;
+            (info.members, info.removed)
         }
-        None => Vec::new(),
+        None => (Vec::new(), Vec::new()),
     };
     let alarms = match meta.get(META_ALARMS.as_bytes()) {
         Some(raw) => {
@@ -170,7 +170,14 @@ pub fn export(src: &Path, dst: &Path) -> Result<u64> {
     root.put_bucket(&mut w, LEASE, b)?;
     let b = small_bucket(&mut w, members.iter().map(member_row).collect())?;
     root.put_bucket(&mut w, MEMBERS, b)?;
-    let b = small_bucket(&mut w, Vec::new())?;
+    // etcd marks a removed member's ID (in hex) with the value "removed".
+    let b = small_bucket(
+        &mut w,
+        removed
+            .iter()
+            .map(|id| (format!("{id:x}").into_bytes(), b"removed".to_vec()))
+            .collect(),
+    )?;
     root.put_bucket(&mut w, MEMBERS_REMOVED, b)?;
     let b = small_bucket(
         &mut w,

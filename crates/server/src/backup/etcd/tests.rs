@@ -87,7 +87,7 @@ fn backend(dir: &Path) -> PathBuf {
             client_urls: vec![],
             is_learner: false,
         }],
-        removed: vec![],
+        removed: vec![0xdef],
     };
     b.meta_put(META_KEY, &info.encode()).unwrap();
     b.set_consistent_index(42, 3);
@@ -150,6 +150,10 @@ fn export_then_import_keeps_everything() {
     assert_eq!(
         bucket(MEMBERS)[&b"abc"[..]],
         Node::Value(br#"{"id":2748,"peerURLs":["http://127.0.0.1:2380"],"name":"m1"}"#.to_vec())
+    );
+    assert_eq!(
+        bucket(MEMBERS_REMOVED)[&b"def"[..]],
+        Node::Value(b"removed".to_vec())
     );
     let meta = bucket(META);
     assert_eq!(
