@@ -241,6 +241,39 @@ pub fn backend_path(c: &Cluster, i: usize) -> PathBuf {
     c.data_dir(i).join("member").join("snap").join("db")
 }
 
+/// What a restored cluster serves, as text to compare with what the original served: a
+/// command's exit code, its stdout without response headers (they carry the cluster and
+/// member IDs, which a restore makes new) and its plain stderr lines, with remaining lease
+/// TTLs normalised (a restore starts leases over).
+pub fn served(out: &Output) -> String {
+    static HEADER: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r#""header":\{[^}]*\},?"#).unwrap());
+    crate::normalize::generic(&format!(
+        "exit code {}\n{}{}\n",
+        out.code,
+        HEADER.replace_all(&out.stdout, ""),
+        plain_lines(&out.stderr).join("\n")
+    ))
+}
+
+/// Panics with every (command, [`served`] text) of `got` that differs from `want`'s, under
+/// the heading `what`. With `OXCD_TEST_DUMP=1`, prints every answer of `got`.
+pub fn same_answers(what: &str, want: &[(String, String)], got: &[(String, String)]) {
+    if std::env::var_os("OXCD_TEST_DUMP").is_some() {
+        for (cmd, text) in got {
+            eprintln!("=== {what}: etcdctl {cmd}\n{text}");
+        }
+    }
+    assert_eq!(want.len(), got.len(), "{what}: number of answers");
+    let diffs: Vec<String> = want
+        .iter()
+        .zip(got)
+        .filter(|(w, g)| w != g)
+        .map(|((cmd, w), (_, g))| format!("etcdctl {cmd}\n--- want ---\n{w}--- got ---\n{g}"))
+        .collect();
+    assert!(diffs.is_empty(), "{what}:\n{}", diffs.join("\n"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
