@@ -15,13 +15,12 @@
 use std::path::{Path, PathBuf};
 
 use oxcd_process_tests::cluster::Cluster;
-use oxcd_process_tests::ctl::{ctl_stdin, Ctl, Output};
+use oxcd_process_tests::ctl::{ctl_stdin, Ctl};
 use oxcd_process_tests::member::Kind;
-use oxcd_process_tests::normalize::{generic, granted_lease};
+use oxcd_process_tests::normalize::granted_lease;
 use oxcd_process_tests::restore::{
-    backend_path, copy_file, plain_lines, restore_cluster, status, Tool,
+    backend_path, copy_file, plain_lines, restore_cluster, same_answers, served, status, Tool,
 };
-use regex::Regex;
 
 const ROOT: &str = "--user=root:rootpw";
 /// Cheap password hashes: every command here authenticates.
@@ -73,18 +72,6 @@ fn load(c: &Cluster) -> u64 {
     lease
 }
 
-/// One command's exit code, stdout and plain stderr, without headers, IDs and TTLs.
-fn shown(out: &Output) -> String {
-    let header = Regex::new(r#""header":\{[^}]*\},?"#).unwrap();
-    let stderr = plain_lines(&out.stderr).join("\n");
-    generic(&format!(
-        "exit code {}\n{}{}\n",
-        out.code,
-        header.replace_all(&out.stdout, ""),
-        stderr
-    ))
-}
-
 /// What member `i` of `c` serves, command by command.
 fn answers(c: &Cluster, i: usize, lease: u64) -> Vec<(String, String)> {
     let lease = format!("{lease:x}");
@@ -108,7 +95,7 @@ fn answers(c: &Cluster, i: usize, lease: u64) -> Vec<(String, String)> {
         vec!["--user=u1:nope", "get", "foo"],
     ]);
     cmds.into_iter()
-        .map(|cmd| (cmd.join(" "), shown(&c.ctl(i, &cmd))))
+        .map(|cmd| (cmd.join(" "), served(&c.ctl(i, &cmd))))
         .collect()
 }
 
@@ -118,24 +105,6 @@ fn next_revision(c: &Cluster) -> i64 {
     c.json(&out, "put -w json")["header"]["revision"]
         .as_i64()
         .expect("a revision in the header")
-}
-
-/// Panics with every differing answer.
-/// With `OXCD_TEST_DUMP=1`, prints the answers.
-fn same_answers(what: &str, want: &[(String, String)], got: &[(String, String)]) {
-    if std::env::var_os("OXCD_TEST_DUMP").is_some() {
-        for (cmd, text) in got {
-            eprintln!("=== {what}: etcdctl {cmd}\n{text}");
-        }
-    }
-    assert_eq!(want.len(), got.len());
-    let diffs: Vec<String> = want
-        .iter()
-        .zip(got)
-        .filter(|(w, g)| w != g)
-        .map(|((cmd, w), (_, g))| format!("`etcdctl {cmd}`\n--- want ---\n{w}--- got ---\n{g}"))
-        .collect();
-    assert!(diffs.is_empty(), "{what}:\n{}", diffs.join("\n"));
 }
 
 /// `snapshot status` of `file` in every format etcdctl prints: `tools` must print what
