@@ -3,8 +3,8 @@
 
     scripts/plot-sweep.py SWEEP_CSV OUT_SVG
 
-One point per offered rate (the `curve` rows): achieved puts/s across, average and p99
-latency up, one colour per system. Standard library only, so it runs wherever the sweep does.
+One point per offered rate (the `curve` rows), joined in the order the rates were offered:
+achieved puts/s across, average and p99 latency up, one colour per system. Standard library only, so it runs wherever the sweep does.
 """
 
 import csv
@@ -25,6 +25,12 @@ def nice_step(span):
     return 10 * mag
 
 
+def ticks(vmax):
+    """Tick values from 0 to vmax at a round step."""
+    step = nice_step(vmax)
+    return [i * step for i in range(int(vmax // step) + 1)]
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit("usage: plot-sweep.py SWEEP_CSV OUT_SVG")
@@ -34,11 +40,14 @@ def main():
             if row["sweep"] != "curve" or not row["reqs_per_sec"]:
                 continue
             pts = series.setdefault(row["system"], [])
-            pts.append((float(row["reqs_per_sec"]), float(row["avg_ms"]), float(row["p99_ms"])))
+            offered = float(row["rate"]) or float("inf")  # 0: as fast as the clients go
+            pts.append((float(row["reqs_per_sec"]), float(row["avg_ms"]), float(row["p99_ms"]), offered))
     if not series:
         sys.exit("plot-sweep: no curve rows in " + sys.argv[1])
+    # In the order the load was offered: past saturation the achieved rate wobbles, and the
+    # line should show that rather than zigzag.
     for pts in series.values():
-        pts.sort()
+        pts.sort(key=lambda p: p[3])
     xmax = max(p[0] for pts in series.values() for p in pts) * 1.05
     ymax = max(p[2] for pts in series.values() for p in pts) * 1.1
     pw, ph = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
@@ -56,18 +65,12 @@ def main():
         f'<text x="{LEFT}" y="22" font-size="14">Put latency against throughput '
         "(3 members, 100 clients, 256-byte values)</text>",
     ]
-    step = nice_step(xmax)
-    v = 0.0
-    while v <= xmax:
+    for v in ticks(xmax):
         out.append(f'<line x1="{x(v):.1f}" y1="{TOP}" x2="{x(v):.1f}" y2="{TOP + ph}" stroke="#eee"/>')
         out.append(f'<text x="{x(v):.1f}" y="{TOP + ph + 16}" text-anchor="middle">{v:g}</text>')
-        v += step
-    step = nice_step(ymax)
-    v = 0.0
-    while v <= ymax:
+    for v in ticks(ymax):
         out.append(f'<line x1="{LEFT}" y1="{y(v):.1f}" x2="{LEFT + pw}" y2="{y(v):.1f}" stroke="#eee"/>')
         out.append(f'<text x="{LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
-        v += step
     out.append(f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>')
     out.append(f'<text x="{LEFT + pw / 2}" y="{HEIGHT - 18}" text-anchor="middle">puts/s achieved</text>')
     out.append(
