@@ -211,7 +211,9 @@ impl MvccStore {
             .store(l.consistent_index, Ordering::Release);
         self.consistent_term.store(l.term, Ordering::Release);
         self.compactions.reset(l.finished_compact, l.pending);
-        *self.leased_at_load.lock() = Some((l.current_rev, l.leased));
+        // The lessor is not rebuilt after a discarded batch: nobody would take the list, and
+        // it could be large.
+        *self.leased_at_load.lock() = None;
         Ok(())
     }
 
