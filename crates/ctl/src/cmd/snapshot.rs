@@ -108,10 +108,12 @@ async fn save_cmd(g: &GlobalArgs, a: &SnapshotSaveArgs, timeout_set: bool) -> Re
             ),
         ));
     }
-    // An etcd-format file is converted from the server's own snapshot, fetched beside it.
+    // An etcd-format file is converted from the server's own snapshot, fetched beside it under
+    // a temporary name of the save's own (like etcdctl's `<path>.part`), never a name a user's
+    // file may have.
     let fetched = match format {
         FileFormat::Oxcd => path.clone(),
-        FileFormat::Etcd => format!("{path}.oxcd"),
+        FileFormat::Etcd => format!("{path}.part.oxcd-{}", std::process::id()),
     };
     // Without an explicit --command-timeout a snapshot may take as long as
     // it needs (etcdctl does the same).
