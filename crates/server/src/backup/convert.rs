@@ -54,6 +54,8 @@ impl Format {
 /// Converts the snapshot `input` into a new file `output` in format `to`. Returns the size of
 /// the new file.
 pub fn convert(input: &Path, output: &Path, to: Format, skip_hash_check: bool) -> Result<u64> {
+    // A missing or unreadable input is said as such, not taken for a file of the other format.
+    std::fs::File::open(input).map_err(|e| go_path_err("open", input, &e))?;
     let from = Format::of_file(input);
     if from == to {
         return Err(Error::new(format!(
@@ -70,7 +72,10 @@ pub fn convert(input: &Path, output: &Path, to: Format, skip_hash_check: bool) -
     let made = match to {
         Format::Etcd => {
             copy_out(input, &db, &mut |_, _| {})?.check(skip_hash_check)?;
-            etcd::export::export(&db, output)
+            // redb panics on some damaged files: an invalid database, not a crash of the tool
+            // (as `snapshot status` and `restore` treat it).
+            std::panic::catch_unwind(|| etcd::export::export(&db, output))
+                .map_err(|_| Error::new("invalid database"))?
         }
         Format::Oxcd => {
             let bolt = tmp.0.join("etcd.db");
