@@ -117,22 +117,31 @@ pub fn create_file<E: From<EtcdError>>(
 /// A visitor of rows (key, value).
 pub type RowFn<'f> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'f;
 
-/// Calls `f` with every row of table `t` of the (closed) backend file at `path`, in key order.
-/// A missing table has no rows.
-pub fn for_each_row(path: &Path, t: Table, f: &mut RowFn<'_>) -> Result<()> {
-    crate::corrupt::open_checked(path)?;
-    let db = open_db(path)?;
-    let txn = db.begin_read()?;
-    let table = match txn.open_table(t.def()) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    for row in table.iter()? {
-        let (k, v) = row?;
-        f(k.value(), v.value())?;
+/// A closed backend file opened for reading its rows, after redb has checked every page.
+pub struct RawFile {
+    db: redb::Database,
+}
+
+impl RawFile {
+    pub fn open(path: &Path) -> Result<RawFile> {
+        crate::corrupt::open_checked(path)?;
+        Ok(RawFile { db: open_db(path)? })
     }
-    Ok(())
+
+    /// Calls `f` with every row of table `t`, in key order. A missing table has no rows.
+    pub fn for_each_row(&self, t: Table, f: &mut RowFn<'_>) -> Result<()> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(t.def()) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        for row in table.iter()? {
+            let (k, v) = row?;
+            f(k.value(), v.value())?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -158,8 +167,9 @@ mod tests {
         assert!(e.is_err());
         assert!(!failed.exists(), "a failed fill leaves no file");
         let mut got = Vec::new();
+        let file = RawFile::open(&path).unwrap();
         for t in [Table::Key, Table::Lease, Table::Meta] {
-            for_each_row(&path, t, &mut |k, v| {
+            file.for_each_row(t, &mut |k, v| {
                 got.push((t, k.to_vec(), v.to_vec()));
                 Ok(())
             })

@@ -25,7 +25,7 @@ use super::{
 use crate::alarm::META_ALARMS;
 use crate::auth::store::{State, META_AUTH};
 use crate::membership::{ClusterInfo, Member, META_KEY};
-use crate::mvcc::raw::{for_each_row, Table, SHARED_META_KEYS};
+use crate::mvcc::raw::{RawFile, Table, SHARED_META_KEYS};
 
 /// bbolt takes the OS page size; 4 KiB is what etcd's usual platforms (x86-64, most arm64)
 /// have, and any bbolt reads a file whose meta names its page size.
@@ -69,10 +69,15 @@ fn member_row(m: &Member) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// A bucket streamed from table `t` of the backend at `src`.
-fn table_bucket(w: &mut Out, src: &Path, t: Table) -> Result<super::super::bbolt::BucketValue> {
+fn table_bucket(
+    w: &mut Out,
+    src: &Path,
+    file: &RawFile,
+    t: Table,
+) -> Result<super::super::bbolt::BucketValue> {
     let mut b = BucketWriter::new();
     let mut failed = None;
-    for_each_row(src, t, &mut |k, v| {
+    file.for_each_row(t, &mut |k, v| {
         if let Err(e) = b.put(w, k, v) {
             failed = Some(e);
             return Err(crate::error::EtcdError::Internal("stopped".into()));
@@ -89,8 +94,10 @@ fn table_bucket(w: &mut Out, src: &Path, t: Table) -> Result<super::super::bbolt
 /// Writes the etcd snapshot of the (closed) oxcd backend file `src` to the new file `dst`.
 /// Returns the snapshot's size in bytes (database and hash).
 pub fn export(src: &Path, dst: &Path) -> Result<u64> {
+    // Opened (and every page checked) once for the three tables read below.
+    let file = RawFile::open(src).map_err(|e| Error::new(format!("{}: {e}", src.display())))?;
     let mut meta = BTreeMap::new();
-    for_each_row(src, Table::Meta, &mut |k, v| {
+    file.for_each_row(Table::Meta, &mut |k, v| {
         meta.insert(k.to_vec(), v.to_vec());
         Ok(())
     })
@@ -116,7 +123,7 @@ pub fn export(src: &Path, dst: &Path) -> Result<u64> {
         None => Vec::new(),
     };
 
-    let file = std::fs::OpenOptions::new()
+    let out = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
@@ -124,7 +131,7 @@ pub fn export(src: &Path, dst: &Path) -> Result<u64> {
         .mode(0o600)
         .open(dst)
         .map_err(|e| go_path_err("open", dst, &e))?;
-    let mut w = Writer::new(BufWriter::new(file), PAGE_SIZE)?;
+    let mut w = Writer::new(BufWriter::new(out), PAGE_SIZE)?;
     let mut root = BucketWriter::new();
     // Top-level buckets in key order, as bbolt keeps them.
     let b = small_bucket(
@@ -164,9 +171,9 @@ pub fn export(src: &Path, dst: &Path) -> Result<u64> {
         vec![(CLUSTER_VERSION.to_vec(), EXPORT_CLUSTER_VERSION.to_vec())],
     )?;
     root.put_bucket(&mut w, CLUSTER, b)?;
-    let b = table_bucket(&mut w, src, Table::Key)?;
+    let b = table_bucket(&mut w, src, &file, Table::Key)?;
     root.put_bucket(&mut w, KEY, b)?;
-    let b = table_bucket(&mut w, src, Table::Lease)?;
+    let b = table_bucket(&mut w, src, &file, Table::Lease)?;
     root.put_bucket(&mut w, LEASE, b)?;
     let b = small_bucket(&mut w, members.iter().map(member_row).collect())?;
     root.put_bucket(&mut w, MEMBERS, b)?;
