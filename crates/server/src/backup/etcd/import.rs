@@ -18,7 +18,7 @@ use super::{ALARM, AUTH, AUTH_ENABLED, AUTH_REVISION, AUTH_ROLES, AUTH_USERS, KE
 use crate::alarm::META_ALARMS;
 use crate::auth::store::{StoredAuth, META_AUTH};
 use crate::mvcc::raw::{self, NewRows, Table, SHARED_META_KEYS};
-use crate::mvcc::revision::{Revision, REV_BYTES_LEN, TOMBSTONE_REV_BYTES_LEN};
+use crate::mvcc::revision::{is_tombstone, Revision, REV_BYTES_LEN};
 use crate::mvcc::LeaseRecord;
 
 /// What [`each_row`] calls with a row's key and value.
@@ -117,7 +117,7 @@ fn alarm_list(root: &Bucket<'_>) -> Result<Option<Vec<u8>>> {
 /// Streams the key, lease and shared meta rows into `to`, checking each.
 fn copy_tables(root: &Bucket<'_>, to: &mut NewRows) -> Result<()> {
     each_row(root, KEY, &mut |k, v| {
-        let len_ok = k.len() == REV_BYTES_LEN || k.len() == TOMBSTONE_REV_BYTES_LEN;
+        let len_ok = k.len() == REV_BYTES_LEN || is_tombstone(k);
         if !len_ok || Revision::from_bytes(k).is_none() {
             return Err(bad_row("key", k, "not a revision"));
         }
