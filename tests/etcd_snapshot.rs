@@ -187,7 +187,12 @@ fn etcd_snapshot_restores_into_oxcd() {
         ]);
         (out.code, plain_lines(&out.stderr))
     };
-    assert_eq!(refused(Tool::Oxutl), refused(Tool::Etcdctl));
+    let (code, errors) = refused(Tool::Oxutl);
+    assert_eq!(
+        code, 1,
+        "oxutl restore of a member db without --skip-hash-check"
+    );
+    assert_eq!((code, errors), refused(Tool::Etcdctl));
     assert!(!files.path().join("refused-oxutl").exists());
     let (oxcd, _) = restore_cluster(Kind::Oxcd, 1, &db, true, &[Tool::Oxutl]);
     same_answers(

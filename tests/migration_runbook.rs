@@ -281,14 +281,16 @@ fn wait_for(dest: &Cluster, mirror: &mut Background, what: &str, ready: impl Fn(
     }
 }
 
-/// The bounded write load of the live cut-over: 120 writes (every fifth a delete) over 25
-/// keys, round-robin through the etcd members, one etcdctl each as an application's writes.
+/// The bounded write load of the live cut-over: 120 writes over 25 keys, every fifth a delete
+/// of the key written just before it, round-robin through the etcd members, one etcdctl each
+/// as an application's writes.
 fn write_load(endpoints: Vec<String>) {
     for i in 0..120 {
         let key = format!("live/{:02}", i % 25);
         let value = format!("w{i}");
+        let previous = format!("live/{:02}", (i + 24) % 25);
         let args: Vec<&str> = if i % 5 == 4 {
-            vec!["del", &key]
+            vec!["del", &previous]
         } else {
             vec!["put", &key, &value]
         };
@@ -359,6 +361,7 @@ fn live_cut_over_with_make_mirror() {
     // The leased key arrived without its lease: make-mirror copies keys and values only.
     let out = oxcd.ctl_ok(0, &["get", "svc/a", "-w", "json"]);
     let kv = &oxcd.json(&out, "get -w json")["kvs"][0];
+    assert_eq!(kv["key"].as_str(), Some("c3ZjL2E="), "svc/a on oxcd: {kv}");
     assert_eq!(kv["lease"].as_u64(), None, "lease of svc/a on oxcd: {kv}");
     let out = oxcd.ctl_ok(0, &["lease", "list"]);
     assert_eq!(out.stdout, "found 0 leases\n");
