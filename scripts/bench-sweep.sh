@@ -10,7 +10,7 @@
 #              the points of latency against throughput.
 # Each run appends a line to OUT_DIR/sweep.csv:
 #   system,sweep,clients,rate,total,reqs_per_sec,avg_ms,p50_ms,p99_ms,max_rss_mib
-# `scripts/plot-sweep.py OUT_DIR/sweep.csv PNG` draws the curve.
+# `scripts/plot-sweep.py OUT_DIR/sweep.csv FILE.svg` draws the curve.
 #
 # Needs the release build (`cargo build --release`) and Debian's etcd-server (/usr/bin/etcd).
 set -euo pipefail
@@ -26,7 +26,8 @@ for b in "$bin/oxcd" "$bin/oxbench" "$etcd"; do
 done
 mkdir -p "$out"
 csv=$out/sweep.csv
-[ -s "$csv" ] || echo "system,sweep,clients,rate,total,reqs_per_sec,avg_ms,p50_ms,p99_ms,max_rss_mib" > "$csv"
+# A new file each run: two runs in one CSV would be drawn as one curve.
+echo "system,sweep,clients,rate,total,reqs_per_sec,avg_ms,p50_ms,p99_ms,max_rss_mib" > "$csv"
 
 if [ $quick = 1 ]; then
   clients=(1 10 100); rates=(1000 0); secs=1
@@ -41,7 +42,15 @@ stop_cluster() {
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   pids=()
 }
-trap 'stop_cluster; rm -rf "$work"' EXIT
+# The members' logs are kept when the run failed, for the message that points at them.
+trap 'status=$?; stop_cluster; [ $status -eq 0 ] && rm -rf "$work"; exit $status' EXIT
+
+# answers ENDPOINT: one linearizable read through ENDPOINT succeeded.
+answers() {
+  local report
+  report=$(timeout 5 "$bin/oxbench" --endpoints "$1" range ready --total 1 2>/dev/null) &&
+    grep -q 'Requests/sec' <<<"$report" && ! grep -q 'Error distribution' <<<"$report"
+}
 
 # start_cluster SYSTEM BASE_PORT: three members on 127.0.0.1, BASE+10*i (client) and +1 (peer).
 start_cluster() {
@@ -59,12 +68,19 @@ start_cluster() {
     pids+=($!)
   done
   endpoints="127.0.0.1:$((base + 10)),127.0.0.1:$((base + 20)),127.0.0.1:$((base + 30))"
-  # Ready when a linearizable read succeeds (a leader is elected and reachable).
-  local tries=0
-  until "$bin/oxbench" --endpoints "$endpoints" range ready --total 1 >/dev/null 2>&1; do
-    tries=$((tries + 1))
-    [ $tries -lt 200 ] || { echo "bench-sweep: $sys cluster did not start; logs in $work" >&2; exit 1; }
-    sleep 0.1
+  # Ready when every member runs and a linearizable read through each of them succeeds (a
+  # leader is elected and reachable). oxbench exits 0 even when requests fail, so its report
+  # must show no error.
+  local tries=0 p e
+  for e in ${endpoints//,/ }; do
+    until answers "$e"; do
+      tries=$((tries + 1))
+      [ $tries -lt 200 ] || { echo "bench-sweep: $sys cluster did not start; logs in $work" >&2; exit 1; }
+      sleep 0.1
+    done
+  done
+  for p in "${pids[@]}"; do
+    kill -0 "$p" 2>/dev/null || { echo "bench-sweep: a $sys member exited; logs in $work" >&2; exit 1; }
   done
 }
 
