@@ -584,12 +584,7 @@ impl PeerTask {
                 }
             };
             if let Some(LinkError::Removed) = err {
-                tracing::error!(
-                    "remote-peer-id" = %peer,
-                    "local-member-id" = %local,
-                    "{}", super::peer_service::REMOVED_TEXT
-                );
-                crate::server::exit_removed();
+                self.exit_removed();
             }
             if let Some(e) = err {
                 let due = last_log.is_none_or(|t| t.elapsed() >= LOG_REPEAT);
@@ -632,6 +627,16 @@ impl PeerTask {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+
+    /// The peer said this member was removed from the cluster: it stops, as etcd does.
+    fn exit_removed(&self) -> ! {
+        tracing::error!(
+            "remote-peer-id" = %format_args!("{:x}", self.link.id),
+            "local-member-id" = %format_args!("{:x}", self.ids.local_id),
+            "{}", super::peer_service::REMOVED_TEXT
+        );
+        crate::server::exit_removed()
     }
 
     /// Marks the link down, drops what was queued and tells raft.
@@ -698,7 +703,12 @@ impl PeerTask {
                 cluster_id: self.ids.cluster_id,
                 from: self.ids.local_id,
             });
-            if let Ok(Ok(_)) = tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            if let Ok(Ok(resp)) = tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+                // A member removed while its streams stay up (it had not received the entry
+                // removing it, and the leader no longer sends it any) learns it here.
+                if resp.get_ref().removed {
+                    self.exit_removed();
+                }
                 rtt.observe(start.elapsed().as_secs_f64());
             }
             tokio::time::sleep(RTT_PROBE_INTERVAL).await;
